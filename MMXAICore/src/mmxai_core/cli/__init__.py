@@ -1,0 +1,1 @@
+"""Command-line entry points: mmxai-synth (and later mmxai-train, mmxai-explain, mmxai-evaluate)."""

@@ -1,0 +1,37 @@
+# MMXAI: two commands do all the set-up.
+#   make demo   the main job (synthetic cohort -> preprocessing -> preview; later: train + explain)
+#   make test   the test suite
+# Both create or reuse the git-ignored virtual environment .venv and install what they need.
+#
+# PyTorch: the default below is the build that works on the reference machine (CPU-only, x86-64,
+# Python 3.11). For another GPU / CUDA driver, pass your own pip arguments, e.g.
+#   make demo TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu126"
+# (see https://pytorch.org/get-started/locally/).
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.stamp-core
+PYTEST_ARGS ?=
+OUT ?= out
+
+.PHONY: demo test venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): MMXAICore/pyproject.toml Makefile
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(TORCH_SPEC)
+	$(VPY) -m pip install -q -e "MMXAICore[shap,test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) -m mmxai_core.demo --out $(OUT)/demo
+
+test: $(STAMP)
+	$(VPY) -m pytest MMXAICore/tests $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
