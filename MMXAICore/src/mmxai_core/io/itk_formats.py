@@ -1,0 +1,137 @@
+"""Read NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd) with SimpleITK.
+
+Geometry is what SimpleITK reports (LPS; ITK converts NIfTI's RAS). A 2-D file becomes (1, Y, X) with a
+z spacing of 1 mm and origin z 0, exactly as :meth:`Image.from_sitk`. The header is read first
+(``ImageFileReader.ReadImageInformation``) so absurd sizes are refused before any voxel is allocated.
+
+NIfTI voxels (single-component) are read with nibabel, not ITK: ITK before 6.0 silently replaces NaN and
+inf voxels with 0 (ITK pull request #6683) and silently zero-fills a truncated .nii or .nii.gz. nibabel
+keeps both visible; the values are cast to the pixel type SimpleITK would give (scl_slope/scl_inter
+applied alike), and the index order is the same (NIfTI voxel (i, j, k) = ITK index (i, j, k)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmxai_core.errors import ImageReadError
+from mmxai_core.io._util import MAX_VOXELS, check_voxel_count, itk_reason, one_line, quiet_itk, rgb_to_luminance
+from mmxai_core.io.geometry import ImageGeometry
+from mmxai_core.io.image import Image
+
+_FORMAT_LABEL = {"nifti": "NIfTI", "nrrd": "NRRD", "metaimage": "MetaImage"}
+
+
+def _reader(path: Path, fmt: str):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError as exc:
+        label = _FORMAT_LABEL.get(fmt, fmt)
+        reason = itk_reason(exc)
+        if "Unable to determine ImageIO reader" in reason:
+            reason = f"not a valid {label} file"
+        raise ImageReadError(path, f"cannot read the {label} header: {reason}") from exc
+    return reader
+
+
+def _geometry(path: Path, fmt: str, reader) -> ImageGeometry:
+    """Geometry lifted to 3-D from the header information of ``reader``."""
+    dim = reader.GetDimension()
+    size = list(reader.GetSize())
+    if dim not in (2, 3):
+        raise ImageReadError(path, f"is a {dim}-D image of size {tuple(size)}; only 2-D and 3-D images are "
+                                   "supported (extract one 3-D volume first)")
+    spacing = list(reader.GetSpacing())
+    origin = list(reader.GetOrigin())
+    direction = np.array(reader.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    if dim == 2:
+        d3 = np.eye(3)
+        d3[:2, :2] = direction
+        direction, spacing, origin, size = d3, spacing + [1.0], origin + [0.0], size + [1]
+    if any(not np.isfinite(s) or s <= 0 for s in spacing):
+        raise ImageReadError(path, f"header has an invalid spacing {tuple(spacing)}")
+    if not np.all(np.isfinite(origin)) or not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
+        raise ImageReadError(path, "header has an invalid origin or direction matrix")
+    return ImageGeometry((size[2], size[1], size[0]), spacing, origin, direction, _meta(fmt, reader))
+
+
+def _meta(fmt: str, reader) -> dict[str, Any]:
+    keys = set(reader.GetMetaDataKeys())
+    defaulted = False
+    if fmt == "nifti":
+        codes = [reader.GetMetaData(k).strip() for k in ("qform_code", "sform_code") if k in keys]
+        defaulted = bool(codes) and all(c == "0" for c in codes)
+    elif fmt == "nrrd":
+        defaulted = "NRRD_space" not in keys
+    return {"source_format": fmt, "geometry_defaulted": defaulted}
+
+
+def read_itk_geometry(path: Path, fmt: str, *, max_voxels: int = MAX_VOXELS) -> ImageGeometry:
+    """The grid of a NIfTI/NRRD/MetaImage file from its header."""
+    reader = _reader(path, fmt)
+    geometry = _geometry(path, fmt, reader)
+    problem = check_voxel_count((*geometry.shape, reader.GetNumberOfComponents()), max_voxels)
+    if problem:
+        raise ImageReadError(path, problem)
+    return geometry
+
+
+def _nifti_voxels(path: Path, shape: tuple[int, int, int], pixel_id: int) -> np.ndarray:
+    """Scalar NIfTI voxels (Z, Y, X) via nibabel, in SimpleITK's pixel type, NaN/inf kept."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    try:
+        data = np.asanyarray(nib.load(str(path), mmap=False).dataobj)
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot read the voxels: {one_line(exc, 200)}") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    array = data.T
+    if array.shape != tuple(shape):
+        raise ImageReadError(path, f"voxel array of shape {array.shape} does not match the header {shape}")
+    dtype = sitk.GetArrayViewFromImage(sitk.Image([1, 1], pixel_id)).dtype
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def read_itk_file(path: Path, fmt: str, *, color_to_luminance: bool = False,
+                  max_voxels: int = MAX_VOXELS) -> Image:
+    """A NIfTI/NRRD/MetaImage file as an :class:`Image` (vector images only with ``color_to_luminance``)."""
+    import SimpleITK as sitk
+
+    reader = _reader(path, fmt)
+    geometry = _geometry(path, fmt, reader)
+    components = reader.GetNumberOfComponents()
+    problem = check_voxel_count((*geometry.shape, components), max_voxels)
+    if problem:
+        raise ImageReadError(path, problem)
+    if components > 1 and not (color_to_luminance and components in (3, 4)):
+        raise ImageReadError(path, f"has {components} components per voxel (colour or vector image) where "
+                                   "one is expected" + ("; pass color_to_luminance=True to convert RGB to "
+                                                        "luminance" if components in (3, 4) else ""))
+    if fmt == "nifti" and components == 1:
+        array = _nifti_voxels(path, geometry.shape, reader.GetPixelID())
+    else:
+        try:
+            with quiet_itk():
+                img = reader.Execute()
+        except RuntimeError as exc:
+            raise ImageReadError(path, f"cannot read the voxels: {itk_reason(exc)}") from exc
+        array = sitk.GetArrayFromImage(img)
+    meta = dict(geometry.meta)
+    if components > 1:
+        array = rgb_to_luminance(array)
+        meta["converted_to_luminance"] = True
+    if array.ndim == 2:
+        array = array[np.newaxis]
+    return Image(array, geometry.spacing, geometry.origin, geometry.direction, meta)
