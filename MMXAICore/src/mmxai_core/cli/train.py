@@ -85,15 +85,25 @@ def _body(argv: Sequence[str] | None) -> int:
     overrides = split_overrides(extra, parser)
     notice(PROG)
     from mmxai_core.errors import MMXAIError
-    from mmxai_core.train.config import resolve_config
 
     out = Path(args.out)
     base = args.config
     info = _run_info(out) if args.resume else {}
     if args.resume and base is None and (out / "config.resolved.yaml").is_file():
         base = out / "config.resolved.yaml"
-    manifest = args.manifest or info.get("manifest")
+    manifest_path = args.manifest or info.get("manifest")
     schema = args.schema or info.get("schema")
+    manifest = None
+    if not args.print_config:
+        if not manifest_path or not schema:
+            raise MMXAIError("--manifest and --schema are required (with --resume they default to the run's own)")
+        # the manifest is checked before torch is imported: a typo in it is reported at once
+        from mmxai_core.data.manifest import load_manifest
+        from mmxai_core.data.schema import load_schema
+
+        manifest = load_manifest(manifest_path, load_schema(schema))
+    from mmxai_core.train.config import resolve_config
+
     if args.device is not None:
         overrides["train.device"] = args.device
     if args.seed is not None:
@@ -104,9 +114,6 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0
-    if not manifest or not schema:
-        raise MMXAIError("--manifest and --schema are required (with --resume they default to the run's own)")
-
     from mmxai_core.train.device import make_runtime
 
     runtime = make_runtime(cfg.train.device, cfg.train.amp, cfg.train.threads)  # a missing GPU fails here

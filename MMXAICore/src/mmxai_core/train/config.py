@@ -25,8 +25,8 @@ A config file is YAML with up to six sections; every key is optional (defaults b
       epochs: 30
 
 :func:`resolve_config` reads the file, applies overrides such as ``{"optim.lr": "3e-4"}`` (strings from the
-command line are parsed as YAML, then coerced to the field's type: ``3e-4`` becomes a float, ``[96,96]``
-or ``96,96`` a pair), and type-checks every value against the dataclasses below. An unknown section or key
+command line are coerced to the field's type: ``3e-4`` becomes a float, ``[96,96]`` or ``96,96`` a pair,
+``null`` None, ``true`` / ``false`` a boolean), and type-checks every value against the dataclasses below. An unknown section or key
 raises :class:`ConfigError` naming it (with the closest known key). The resolved configuration is
 :meth:`TrainConfig.to_dict` / :meth:`TrainConfig.to_yaml`; :meth:`TrainConfig.fingerprint` is a hash of the
 parts that define the run (not of :data:`RUNTIME_KEYS`, which may change between an interrupted run and
@@ -382,6 +382,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads on/off/yes/no as booleans (e.g. "n4: off")
+            return "on" if value else "off"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise bad
@@ -418,17 +420,6 @@ def _unknown_message(key: str, known: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- resolve
-def _parse_cli_value(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    import yaml
-
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
-
-
 def _split_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
@@ -440,7 +431,7 @@ def _split_overrides(overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if section not in SECTIONS:
             raise ConfigError(_unknown_message(key, [f"{s}.{f.name}" for s, c in SECTIONS.items()
                                                      for f in dataclasses.fields(c)]))
-        out.setdefault(section, {})[name] = _parse_cli_value(value)
+        out.setdefault(section, {})[name] = value  # strings are coerced by type
     return out
 
 
