@@ -171,16 +171,42 @@ def test_output_folder_guard(full_run, cohort):
     assert (out / "run.json").read_text() == before
 
 
-def test_ablation_variant_reuses_splits(full_run, cohort, tmp_path):
-    """The ablation runner's call: another variant, same splits, from Python; clinical_only reads no image."""
+def test_ablation_variants_reuse_splits_and_image_cache(full_run, cohort, tmp_path):
+    """The ablation runner's calls: other variants, same splits and shared image cache, from Python."""
     out, result = full_run
-    cfg = resolve_config(None, {**COMMON, "model.variant": "clinical_only", "train.epochs": "1",
-                                "data.cache": "memory"})
-    res = run_training(cfg, cohort / "manifest.csv", cohort / "schema.yaml", tmp_path / "clin",
-                       splits=out / "splits.json")
-    assert res.status == "complete"
-    for split in ("val", "test"):
-        assert list(res.predictions[split].case_keys) == list(result.predictions[split].case_keys)
-        assert res.predictions[split].probs.shape == result.predictions[split].probs.shape
-    assert not (tmp_path / "clin" / "cache").exists()
-    assert (tmp_path / "clin" / "splits.json").read_text() == (out / "splits.json").read_text()
+    for variant in ("image_only", "clinical_only"):
+        cfg = resolve_config(None, {**COMMON, "model.variant": variant, "train.epochs": "1",
+                                    "data.cache_dir": str(out / "cache")})
+        res = run_training(cfg, cohort / "manifest.csv", cohort / "schema.yaml", tmp_path / variant,
+                           splits=out / "splits.json")
+        assert res.status == "complete"
+        for split in ("val", "test"):
+            assert list(res.predictions[split].case_keys) == list(result.predictions[split].case_keys)
+            assert res.predictions[split].probs.shape == result.predictions[split].probs.shape
+        assert res.image_stats["preprocessed"] == 0   # from the shared cache, or not needed at all
+        assert res.image_stats["from_cache"] == (0 if variant == "clinical_only" else result.image_stats["preprocessed"])
+        assert not (tmp_path / variant / "cache").exists()
+        assert (tmp_path / variant / "splits.json").read_text() == (out / "splits.json").read_text()
+
+
+def test_multiclass_run_uses_argmax(tmp_path):
+    import SimpleITK as sitk
+
+    from mmxai_core.train.predict import load_run_checkpoint
+
+    rng = np.random.default_rng(2)
+    lines = ["patient_id,image,label,age"]
+    for i in range(24):
+        img = sitk.GetImageFromArray(rng.normal(50, 10, size=(1, 40, 40)).astype(np.float32))
+        sitk.WriteImage(img, str(tmp_path / f"c{i}.nrrd"))
+        lines.append(f"P{i},c{i}.nrrd,{('a', 'b', 'c')[i % 3]},{30 + i}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "schema.yaml").write_text("fields:\n  - {name: age, type: numeric}\n")
+    cfg = resolve_config(None, {**COMMON, "train.epochs": "1", "data.val_fraction": "0.25",
+                                "data.test_fraction": "0.25", "preprocess.output_size_hw": "32,32"})
+    res = run_training(cfg, tmp_path / "manifest.csv", tmp_path / "schema.yaml", tmp_path / "run")
+    assert res.threshold["value"] is None and res.threshold["rule"] == "argmax"
+    assert res.metrics["test"]["task"] == "multiclass" and res.predictions["test"].probs.shape[1] == 3
+    loaded = load_run_checkpoint(tmp_path / "run" / "checkpoint")
+    probs = res.predictions["test"].probs
+    assert loaded.threshold is None and loaded.decide(probs).tolist() == probs.argmax(1).tolist()

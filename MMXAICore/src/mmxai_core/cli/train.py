@@ -133,7 +133,7 @@ def _body(argv: Sequence[str] | None) -> int:
 def _test_lines(result) -> list[str]:
     from mmxai_core.train.run import metrics_summary
 
-    return metrics_summary(result.metrics["test"], "test") + [f"checkpoint: {result.checkpoint_dir}"]
+    return metrics_summary(result.metrics["test"], "test")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

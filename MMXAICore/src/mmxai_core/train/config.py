@@ -54,7 +54,7 @@ from mmxai_core.errors import MMXAIError
 #: Keys that do not change what is computed (where it runs, how many workers, a test hook): left out of
 #: :meth:`TrainConfig.fingerprint`, so a run may be resumed with other values.
 RUNTIME_KEYS = ("train.device", "train.stop_after_epochs", "train.threads", "train.progress",
-                "data.preprocess_workers", "data.loader_workers")
+                "data.preprocess_workers", "data.loader_workers", "data.cache", "data.cache_dir")
 
 #: Demo defaults of the image preprocessing, chosen for the synthetic cohort (mammograms ~160x128 px at
 #: ~1 mm, MR series 96x96 px at 0.8-1 mm and 2-3 mm slices): 1.25 mm pixels fit a mammogram into 128 px,
@@ -106,9 +106,11 @@ class DataSection:
     val_fraction, test_fraction: patient fractions for new splits (``data.splits``); both must leave a
         non-empty split. split_seed: seed of the splits (separate from ``train.seed``, so runs with several
         training seeds share one split).
-    cache: ``disk`` keeps preprocessed arrays in ``RUN_DIR/cache`` (keyed by the image file's hash and the
+    cache: ``disk`` keeps preprocessed arrays in ``cache_dir`` (keyed by the image file's hash and the
         preprocessing config; reused by ``--resume`` and reruns), ``memory`` only in memory. Either way
         each image is read and preprocessed once per process.
+    cache_dir: folder of the disk cache; None = ``RUN_DIR/cache``. Several runs (the variants and seeds of
+        an ablation) may share one folder: the keys keep different preprocessing apart.
     fingerprint: ``content`` hashes every image byte (sha256) for the data fingerprint and cache keys;
         ``size`` uses file sizes and modification times only (fast for very large cohorts).
     augment: apply ``augment`` to training cases (never to validation / test).
@@ -120,6 +122,7 @@ class DataSection:
     test_fraction: float = 0.15
     split_seed: int = 0
     cache: str = "disk"
+    cache_dir: str | None = None
     fingerprint: str = "content"
     augment: bool = True
     preprocess_workers: int = 0

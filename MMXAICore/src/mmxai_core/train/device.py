@@ -133,7 +133,7 @@ class Runtime:
     def describe(self) -> str:
         """e.g. ``cuda:0 (bf16)`` or ``cpu (fp32, 2 threads)``."""
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        extra = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        extra = f", {torch.get_num_threads()} CPU thread(s)" if self.device.type == "cpu" else ""
         name = str(self.device)
         if self.device.type == "cuda":
             name = f"{name} {torch.cuda.get_device_name(self.device)}"

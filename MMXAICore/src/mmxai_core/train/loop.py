@@ -101,6 +101,8 @@ class Trainer:
             raise TrainingError("training and validation sets must not be empty")
         self.cfg, self.runtime = config, runtime
         self.model = model.to(runtime.device)
+        # the classifier itself; ``self.model`` may later be a DistributedDataParallel wrapper of it
+        self.core = getattr(self.model, "module", self.model)
         self.train_set, self.val_set = train_set, val_set
         t, o = config.train, config.optim
         self.seed = int(t.seed)
@@ -113,7 +115,7 @@ class Trainer:
         total = self.steps_per_epoch * t.epochs
         warmup = min(total, int(round(o.warmup_epochs * self.steps_per_epoch)))
         fused = {"foreach": False} if runtime.device.type == "cpu" else {}
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay), lr=o.lr,
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.core, o.weight_decay), lr=o.lr,
                                            betas=(o.beta1, o.beta2), eps=o.eps, **fused)
         self.schedule = WarmupCosineSchedule(self.optimizer, total, warmup, o.min_lr_ratio)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.uses_grad_scaler)
@@ -148,7 +150,7 @@ class Trainer:
             t0 = time.perf_counter()
             data_s += t0 - tick
             gen = torch.Generator().manual_seed(mix_seed(self.seed, self.step, 0x3A55))
-            missing, present = model.simulate_missing(batch.clin_missing, batch.image_present, generator=gen)
+            missing, present = self.core.simulate_missing(batch.clin_missing, batch.image_present, generator=gen)
             with rt.autocast():
                 out = model(batch.images, batch.slice_mask, present, batch.clin_values, missing)
             loss = self._loss(out.logits, batch.labels)
@@ -182,7 +184,7 @@ class Trainer:
         """Predictions on the validation set (eval mode) and their loss (training class weights)."""
         from mmxai_core.train.predict import predict
 
-        preds = predict(self.model, self.val_set, self.runtime, self.cfg.train.eval_batch_size,
+        preds = predict(self.core, self.val_set, self.runtime, self.cfg.train.eval_batch_size,
                         workers=self.cfg.data.loader_workers)
         loss = preds.loss(self.class_weights)
         if not math.isfinite(loss):
@@ -242,7 +244,7 @@ class Trainer:
 
     def load_state(self, meta: dict[str, Any], groups: dict[str, dict[str, torch.Tensor]]) -> None:
         """Restore what :meth:`state` saved (model, optimiser, schedule, scaler, early stopping, RNG)."""
-        self.model.load_state_dict(groups["model"], strict=True)
+        self.core.load_state_dict(groups["model"], strict=True)
         optimizer_from_state(self.optimizer, groups["optimizer"], meta["optimizer"])
         self.schedule.load_state_dict(meta["schedule"])
         if meta.get("scaler") and self.scaler.is_enabled():

@@ -53,6 +53,7 @@ class RunResult:
         (empty when stopped). predictions: ``{"val": Predictions, "test": Predictions}`` (probs, labels,
         patient ids, case keys). threshold: the checkpoint's threshold entry. history: one
         :class:`~mmxai_core.train.loop.EpochRecord` per finished epoch. timings: seconds of the phases.
+    image_stats: images preprocessed in this call and images read from the disk cache.
     """
 
     status: str
@@ -67,6 +68,7 @@ class RunResult:
     stopped_early: bool
     data_fingerprint: dict[str, Any]
     timings: dict[str, float]
+    image_stats: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -185,7 +187,8 @@ class _Bars:
         if log is None:
             return
         if self.outer is not None:
-            self._tqdm.write(text, file=sys.stderr)
+            with self._tqdm.external_write_mode(file=sys.stderr):
+                log(text)
         else:
             log(text)
 
@@ -206,8 +209,8 @@ def _epoch_line(rec: Any, total: int) -> str:
 def metrics_summary(result: dict[str, Any], name: str) -> list[str]:
     """Printable lines: ``<name> set (...)`` then ``metric value [ci_low, ci_high]`` per metric."""
     thr = result.get("threshold") or {}
-    rule = (f"p(class 1) >= {thr['value']:.4g} ({thr.get('source', '')})" if thr.get("value") is not None
-            else "argmax")
+    rule = (f"class 1 when p(class 1) >= {thr['value']:.4g}, threshold from {thr.get('source', '?')}"
+            if thr.get("value") is not None else "argmax")
     pct = f"{100 * result.get('bootstrap', {}).get('ci_level', 0.95):g}%"
     lines = [f"{name} set: {result['n_cases']} cases, {result['n_patients']} patients; {rule}; {pct} CI by "
              f"patient bootstrap ({result.get('bootstrap', {}).get('n_boot')} resamples)"]
@@ -251,10 +254,10 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
     from mmxai_core.train.state import load_training_state, save_training_state
 
     cfg = config
-    say = log or (lambda text: None)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     rt = runtime or make_runtime(cfg.train.device, cfg.train.amp, cfg.train.threads)
+    say = log if (log is not None and rt.is_main_process) else (lambda text: None)
     folder = RunFolder(out_dir, rt)
     show = bool(cfg.train.progress) and rt.is_main_process
 
@@ -288,13 +291,16 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
     del probe
 
     # ---- images: read and preprocess once, check for NaN
-    store = ImageStore(cfg.preprocess, cache_dir=folder.cache_dir if cfg.data.cache == "disk" else None,
-                       digests=digests)
+    cache_dir = None
+    if cfg.data.cache == "disk":
+        cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else folder.cache_dir
+    store = ImageStore(cfg.preprocess, cache_dir=cache_dir, digests=digests)
     augment = cfg.augment if cfg.data.augment else None
     datasets = {s: MultimodalDataset(subsets[s], arrays[s], store if use_images else None,
                                      augment=augment if s == "train" else None, seed=cfg.train.seed,
                                      use_images=use_images) for s in SPLIT_NAMES}
     t0 = time.perf_counter()
+    image_stats = {"preprocessed": 0, "from_cache": 0}
     if use_images:
         names: dict[str, str] = {}
         for s in SPLIT_NAMES:
@@ -308,15 +314,15 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
                        dynamic_ncols=True)
 
         def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.n = done
-                bar.refresh()
+            if bar is not None and done > bar.n:
+                bar.update(done - bar.n)
         try:
             st = store.load(list(names), names=names, workers=cfg.data.preprocess_workers, progress=progress)
         finally:
             if bar is not None:
                 bar.close()
         timings["preprocess_s"] = time.perf_counter() - t0
+        image_stats = {"preprocessed": st.computed, "from_cache": st.from_disk}
         say(f"images: {st.computed} preprocessed, {st.from_disk} from the cache, {store.nbytes / 2**20:.0f} MiB "
             f"in memory ({timings['preprocess_s']:.1f} s)")
 
@@ -382,7 +388,7 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
                     "continue with --resume")
                 timings["train_s"] = time.perf_counter() - t0
                 return RunResult("stopped", folder.path, None, cfg, {}, {}, None, trainer.history,
-                                 trainer.best_epoch, False, cohort, timings)
+                                 trainer.best_epoch, False, cohort, timings, image_stats)
     finally:
         bars.close()
     timings["train_s"] = time.perf_counter() - t0
@@ -395,6 +401,7 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
                      identity, run_info, say)
     timings["total_s"] = time.perf_counter() - t_start
     result.timings.update(timings)
+    result.image_stats = image_stats
     return result
 
 
@@ -407,7 +414,7 @@ def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, ind
     from mmxai_core.train.predict import RUN_CHECKPOINT_KIND, predict
     from mmxai_core.train.thresholds import select_threshold
 
-    model = trainer.model
+    model = trainer.core
     model.load_state_dict(trainer.final_weights(), strict=True)
     bs, workers = cfg.train.eval_batch_size, cfg.data.loader_workers
     preds = {s: predict(model, datasets[s], rt, bs, workers) for s in ("val", "test")}
