@@ -1,0 +1,59 @@
+"""Explanations of the multimodal model. Research use, not for diagnosis.
+
+Image explanations (model space -> patient grid):
+
+* :mod:`.gradcam` -- Grad-CAM++ on the CNN feature map, for 2D images and volumes (per-slice maps with the
+  gradient of the case score through slice pooling, chunked), fixed per-model normalisation scale.
+* :mod:`.rollout` -- attention rollout over the image transformer blocks.
+* :mod:`.crossmodal_maps` -- where on the image each clinical field is attended to.
+* :mod:`.binning` -- continuous heatmap -> integer label bins + colour table.
+* :mod:`.to_patient` -- maps back onto the patient's grid, files, and :func:`explain_image`.
+
+Nothing heavy is imported here: the names below load their module on first use, so colleagues can add
+modules to this package (Shapley values, metrics) without import cost or clashes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ClinicalBoundModel": "gradcam",
+    "GradCAMPlusPlusExplainer": "gradcam",
+    "CamResult": "gradcam",
+    "gradcam_plus_plus": "gradcam",
+    "calibrate_cam_scale": "gradcam",
+    "cam_scale_from_metadata": "gradcam",
+    "gradcampp_weights": "gradcam",
+    "tokens_to_grid": "gradcam",
+    "normalise_maps": "gradcam",
+    "upsample_maps": "gradcam",
+    "attention_rollout": "rollout",
+    "rollout_matrices": "rollout",
+    "token_relevance": "rollout",
+    "crossmodal_maps": "crossmodal_maps",
+    "HeatmapBins": "binning",
+    "bin_heatmap": "binning",
+    "write_bins_json": "binning",
+    "ImageExplanation": "to_patient",
+    "explain_image": "to_patient",
+    "map_to_patient": "to_patient",
+    "heatmap_to_patient": "to_patient",
+    "write_heatmap_files": "to_patient",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
