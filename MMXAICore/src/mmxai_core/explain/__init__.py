@@ -9,6 +9,14 @@ Image explanations (model space -> patient grid):
 * :mod:`.binning` -- continuous heatmap -> integer label bins + colour table.
 * :mod:`.to_patient` -- maps back onto the patient's grid, files, and :func:`explain_image`.
 
+Clinical explanations (a removed field is "unknown", the image is encoded once):
+
+* :mod:`.value_function` -- v(coalition) through the clinical branch, fusion and head only.
+* :mod:`.shapley` -- exact Shapley values (up to ``EXACT_MAX_FIELDS``), vectorised over coalitions.
+* :mod:`.shapley_sampling` -- antithetic permutation estimate with standard errors beyond the cutoff.
+* :mod:`.modality` -- two-player split of the prediction between image and clinical data.
+* :mod:`.interventional` -- optional interventional SHAP over background rows (shap library).
+
 Nothing heavy is imported here: the names below load their module on first use, so colleagues can add
 modules to this package (Shapley values, metrics) without import cost or clashes.
 """
@@ -41,6 +49,16 @@ _LAZY = {
     "map_to_patient": "to_patient",
     "heatmap_to_patient": "to_patient",
     "write_heatmap_files": "to_patient",
+    "clinical_shapley": "shapley",
+    "shapley_of_game": "shapley",
+    "ShapleyResult": "shapley",
+    "EXACT_MAX_FIELDS": "shapley",
+    "exact_shapley": "shapley",
+    "permutation_shapley": "shapley_sampling",
+    "CoalitionValue": "value_function",
+    "modality_split": "modality",
+    "ModalitySplit": "modality",
+    "interventional_shapley": "interventional",
 }
 
 __all__ = sorted(_LAZY)
