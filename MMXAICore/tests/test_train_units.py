@@ -206,3 +206,27 @@ def test_device_resolution():
     assert isinstance(rt, Runtime) and rt.is_main_process and rt.main_only(lambda: 5) == 5
     assert Runtime(torch.device("cpu"), rank=1, world_size=2).main_only(lambda: 5) is None
     assert "fp32" in rt.describe()
+
+
+def test_crash_while_saving_keeps_the_previous_epoch(tmp_path, monkeypatch):
+    import safetensors.torch as st
+
+    model, opt = _trained_optimizer()
+    tensors, meta = optimizer_to_state(opt)
+    state_dir = tmp_path / "state"
+    save_training_state(state_dir, 1, {"model": model.state_dict(), "optimizer": tensors}, {"optimizer": meta})
+    real = st.save_file
+    calls = []
+
+    def dying(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the optimizer file of epoch 2: the process "dies" here
+            raise KeyboardInterrupt
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(st, "save_file", dying)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_state(state_dir, 2, {"model": model.state_dict(), "optimizer": tensors}, {"optimizer": meta})
+    loaded_meta, groups = load_training_state(state_dir)
+    assert loaded_meta["epoch"] == 1 and set(groups) == {"model", "optimizer"}
+    assert not list(state_dir.glob("*.tmp*"))

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Train the multimodal (image + clinical) classifier: splits, preprocessing fitted on the "
                     "training cases, AdamW with warm-up and cosine schedule, early stopping on validation loss, "
-                    "threshold chosen on validation, test metrics with patient-bootstrap 95%% CIs, and a "
+                    "threshold chosen on validation, test metrics with patient-bootstrap 95% CIs, and a "
                     "checkpoint (safetensors + JSON). Research use only - not for diagnosis.",
         epilog="Any config key can be set with --SECTION.KEY=VALUE (sections: model, data, preprocess, augment, "
                "optim, train), e.g. --optim.lr=3e-4 --model.preset=tiny --train.epochs=5 "
