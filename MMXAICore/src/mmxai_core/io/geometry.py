@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from mmxai_core.io.image import LPS_TO_RAS, Image
+from mmxai_core.io.image import GridMethods, Image
 
 
 @dataclasses.dataclass(eq=False)
-class ImageGeometry:
+class ImageGeometry(GridMethods):
     """Grid size, spacing, origin and direction of an image (conventions of :class:`Image`).
 
     Attributes:
@@ -51,35 +51,6 @@ class ImageGeometry:
     def from_image(cls, image: Image) -> ImageGeometry:
         """The geometry of an :class:`Image` (meta copied)."""
         return cls(image.shape, image.spacing, image.origin, image.direction.copy(), dict(image.meta))
-
-    @property
-    def size_xyz(self) -> tuple[int, int, int]:
-        """Grid size in index order (X, Y, Z), as SimpleITK's ``GetSize()``."""
-        z, y, x = self.shape
-        return (x, y, z)
-
-    @property
-    def is_2d(self) -> bool:
-        """True for a single-slice grid."""
-        return self.shape[0] == 1
-
-    def index_to_lps(self) -> np.ndarray:
-        """4x4 matrix mapping homogeneous voxel index (i, j, k, 1) to LPS mm."""
-        m = np.eye(4)
-        m[:3, :3] = self.direction @ np.diag(self.spacing)
-        m[:3, 3] = self.origin
-        return m
-
-    def ijk_to_ras(self) -> np.ndarray:
-        """4x4 IJK-to-RAS matrix (3D Slicer's convention)."""
-        return LPS_TO_RAS @ self.index_to_lps()
-
-    def same_geometry(self, other: Image | ImageGeometry, atol: float = 1e-4) -> bool:
-        """True when ``other`` has the same grid size, spacing, origin and direction (within ``atol``)."""
-        return (tuple(self.shape) == tuple(other.shape)
-                and np.allclose(self.spacing, other.spacing, atol=atol)
-                and np.allclose(self.origin, other.origin, atol=atol)
-                and np.allclose(self.direction, other.direction, atol=atol))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON description (lists of floats)."""

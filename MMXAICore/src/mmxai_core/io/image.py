@@ -23,8 +23,49 @@ import numpy as np
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class GridMethods:
+    """Geometry methods shared by :class:`Image` and :class:`~mmxai_core.io.geometry.ImageGeometry`.
+
+    Needs ``shape`` (Z, Y, X), ``spacing``, ``origin`` and ``direction`` on the instance.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+
+    @property
+    def size_xyz(self) -> tuple[int, int, int]:
+        """Grid size in index order (X, Y, Z), as SimpleITK's ``GetSize()``."""
+        z, y, x = self.shape
+        return (x, y, z)
+
+    @property
+    def is_2d(self) -> bool:
+        """True for a single-slice grid (a mammogram, a photo)."""
+        return self.shape[0] == 1
+
+    def index_to_lps(self) -> np.ndarray:
+        """4x4 matrix mapping homogeneous voxel index (i, j, k, 1) to LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """4x4 IJK-to-RAS matrix, as 3D Slicer's ``GetIJKToRASMatrix`` expects."""
+        return LPS_TO_RAS @ self.index_to_lps()
+
+    def same_geometry(self, other: "GridMethods", atol: float = 1e-4) -> bool:
+        """True when ``other`` has the same grid size, spacing, origin and direction (within atol mm)."""
+        return (tuple(self.shape) == tuple(other.shape)
+                and np.allclose(self.spacing, other.spacing, atol=atol)
+                and np.allclose(self.origin, other.origin, atol=atol)
+                and np.allclose(self.direction, other.direction, atol=atol))
+
+
 @dataclasses.dataclass
-class Image:
+class Image(GridMethods):
     """Voxels with geometry and selected, non-identifying header fields.
 
     Attributes:
@@ -62,38 +103,9 @@ class Image:
 
     # ----------------------------------------------------------------------------------- geometry
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:  # type: ignore[override]
         """Array shape (Z, Y, X)."""
         return tuple(self.array.shape)  # type: ignore[return-value]
-
-    @property
-    def size_xyz(self) -> tuple[int, int, int]:
-        """Grid size in index order (X, Y, Z), as SimpleITK's ``GetSize()``."""
-        z, y, x = self.array.shape
-        return (x, y, z)
-
-    @property
-    def is_2d(self) -> bool:
-        """True for a single-slice image (a mammogram, a photo)."""
-        return self.array.shape[0] == 1
-
-    def index_to_lps(self) -> np.ndarray:
-        """4x4 matrix mapping homogeneous voxel index (i, j, k, 1) to LPS mm."""
-        m = np.eye(4)
-        m[:3, :3] = self.direction @ np.diag(self.spacing)
-        m[:3, 3] = self.origin
-        return m
-
-    def ijk_to_ras(self) -> np.ndarray:
-        """4x4 IJK-to-RAS matrix, as 3D Slicer's ``GetIJKToRASMatrix`` expects."""
-        return LPS_TO_RAS @ self.index_to_lps()
-
-    def same_geometry(self, other: "Image", atol: float = 1e-4) -> bool:
-        """True when ``other`` has the same grid size, spacing, origin and direction (within atol mm)."""
-        return (self.shape == other.shape
-                and np.allclose(self.spacing, other.spacing, atol=atol)
-                and np.allclose(self.origin, other.origin, atol=atol)
-                and np.allclose(self.direction, other.direction, atol=atol))
 
     def with_array(self, array: np.ndarray, meta: dict[str, Any] | None = None) -> "Image":
         """A new image on the same grid with other voxels (shape must match)."""

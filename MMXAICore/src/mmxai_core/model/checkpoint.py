@@ -13,7 +13,6 @@ magic bytes before anything reads them as data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from mmxai_core.errors import CheckpointError
 from mmxai_core.model.config import ModelConfig
 from mmxai_core.model.multimodal import MultimodalClassifier
 from mmxai_core.model.variants import create_model
+from mmxai_core.utils.files import fsync_file, sha256_file
 
 FORMAT_NAME = "mmxai-checkpoint"
 FORMAT_VERSION = 1
@@ -85,10 +85,10 @@ def _write_contents(folder: Path, model: MultimodalClassifier, extra: dict) -> N
     weights = folder / WEIGHTS_FILE
     save_file(state, str(weights), metadata={"format": "pt"})
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
-            "model_config": model.config.to_dict(), "weights_sha256": _sha256(weights), **extra}
+            "model_config": model.config.to_dict(), "weights_sha256": sha256_file(weights), **extra}
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for name in (WEIGHTS_FILE, METADATA_FILE):
-        _fsync(folder / name)
+        fsync_file(folder / name)
 
 
 def _swap_in(tmp: Path, directory: Path) -> None:
@@ -182,7 +182,7 @@ def _read_metadata(meta_path: Path) -> dict[str, Any]:
 
 def _read_weights(weights_path: Path, expected_sha: Any) -> dict[str, torch.Tensor]:
     _check_safetensors_layout(weights_path)
-    if _sha256(weights_path) != expected_sha:
+    if sha256_file(weights_path) != expected_sha:
         raise CheckpointError(f"{weights_path}: contents do not match 'weights_sha256' in {METADATA_FILE} "
                               "(modified, corrupt, or from another checkpoint)")
     from safetensors.torch import load_file
@@ -276,17 +276,6 @@ def _interrupted_hint(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- bytes
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

@@ -33,7 +33,6 @@ names are removed afterwards. A crash at any point leaves the previous epoch's s
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import random
@@ -46,6 +45,7 @@ import torch
 
 from mmxai_core.errors import MMXAIError
 from mmxai_core.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
+from mmxai_core.utils.files import fsync_file, sha256_file
 
 RUN_FORMAT = "mmxai.train_run"
 STATE_FORMAT = "mmxai.train_state"
@@ -241,17 +241,6 @@ def optimizer_from_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str,
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -277,20 +266,20 @@ def save_training_state(state_dir: str | os.PathLike, epoch: int, groups: Mappin
         fname = f"{name}-e{epoch:04d}.safetensors"
         with atomic_path(folder / fname) as tmp:
             save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
-            _fsync(tmp)
+            fsync_file(tmp)
         files[name] = fname
     for name, target in (refs or {}).items():
         fname = files.get(target, target)  # a group written now, or a file kept from an earlier epoch
         if not (folder / fname).is_file():
             raise StateError(f"{folder / fname}: state file to keep is missing")
         files[name] = fname
-    digests = {fname: _sha256(folder / fname) for fname in set(files.values())}
+    digests = {fname: sha256_file(folder / fname) for fname in set(files.values())}
     doc = {"format": STATE_FORMAT, "version": STATE_VERSION, **dict(meta), "epoch": int(epoch), "files": files,
            "sha256": digests}
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     with atomic_path(folder / STATE_FILE) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        _fsync(tmp)
+        fsync_file(tmp)
     keep = set(files.values()) | {STATE_FILE}
     for p in folder.iterdir():
         if p.name not in keep and p.suffix == ".safetensors":
@@ -325,7 +314,7 @@ def load_training_state(state_dir: str | os.PathLike) -> tuple[dict[str, Any], d
         if not p.is_file():
             raise StateError(f"{p}: training state file missing; start over with --force")
         if fname not in loaded:
-            if _sha256(p) != meta.get("sha256", {}).get(fname):
+            if sha256_file(p) != meta.get("sha256", {}).get(fname):
                 raise StateError(f"{p}: does not match its sha256 in {STATE_FILE} (modified or corrupt)")
             loaded[fname] = load_file(str(p), device="cpu")
         groups[name] = loaded[fname]
