@@ -64,8 +64,9 @@ def main(argv: list[str]) -> int:
     if MODE == "hang":
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         pidfile = os.environ.get("MMXAI_FAKE_WORKER_PIDFILE")
-        if pidfile:
-            Path(pidfile).write_text(f"{os.getpid()} {child.pid}")
+        if pidfile:  # written atomically: the test reads it while we run
+            Path(pidfile + ".tmp").write_text(f"{os.getpid()} {child.pid}")
+            os.replace(pidfile + ".tmp", pidfile)
         i = 0
         while True:
             emit("progress", step="waiting", fraction=min(0.99, i / 1000), message="test double: hanging")

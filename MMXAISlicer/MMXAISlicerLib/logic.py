@@ -257,7 +257,7 @@ class MMXAISlicerLogic:
         if scene is not None:
             browsers = scene.GetNodesByClass("vtkMRMLSequenceBrowserNode")
             for i in range(browsers.GetNumberOfItems()):
-                if browsers.GetItemAsObject(i).IsProxyNode(node):
+                if browsers.GetItemAsObject(i).IsProxyNodeID(node.GetID()):
                     raise RunError(f"'{name}' is one time point of a 4D sequence; the model takes one 3D "
                                    "volume. Copy the frame you want to a new volume first (Sequences module).")
 
