@@ -16,7 +16,15 @@ STAMP := $(VENV)/.stamp-core
 PYTEST_ARGS ?=
 OUT ?= out
 
-.PHONY: demo test venv clean-venv
+# The Slicer-side tests (Testing/) run in their own environment: slicer-core + PyQt5 + numpy. It must
+# never share one with shap (both own a package named `slicer`); it reaches the core only through the
+# worker process run with $(VPY).
+SVENV ?= .venv-slicer
+SPY := $(SVENV)/bin/python
+SSTAMP := $(SVENV)/.stamp-slicer
+SLICER_PYTEST_ARGS ?=
+
+.PHONY: demo test venv venv-slicer clean-venv
 
 venv: $(STAMP)
 
@@ -27,11 +35,20 @@ $(STAMP): MMXAICore/pyproject.toml Makefile
 	$(VPY) -m pip install -q -e "MMXAICore[shap,test]"
 	@touch $(STAMP)
 
+venv-slicer: $(SSTAMP)
+
+$(SSTAMP): Testing/requirements.txt Makefile
+	@test -x $(SPY) || $(PYTHON) -m venv $(SVENV)
+	$(SPY) -m pip install -q --upgrade pip
+	$(SPY) -m pip install -q -r Testing/requirements.txt
+	@touch $(SSTAMP)
+
 demo: $(STAMP)
 	$(VPY) -m mmxai_core.demo --out $(OUT)/demo
 
-test: $(STAMP)
+test: $(STAMP) $(SSTAMP)
 	$(VPY) -m pytest MMXAICore/tests $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen MMXAI_CORE_PYTHON="$(abspath $(VPY))" $(SPY) -m pytest Testing $(SLICER_PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
