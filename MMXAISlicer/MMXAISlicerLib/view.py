@@ -238,7 +238,7 @@ class PanelView:
         rl = W("QVBoxLayout")(self.results_box)
         self.result_text = W("QPlainTextEdit")()
         self.result_text.setReadOnly(True)
-        self.result_text.setMinimumHeight(180)
+        self.result_text.setMinimumHeight(250)
         rl.addWidget(self.result_text)
         self.shap_image = W("QLabel")("")
         rl.addWidget(self.shap_image)
@@ -420,12 +420,15 @@ class PanelView:
             if pm.width() > 380:
                 pm = pm.scaledToWidth(380, self.tk.Qt.SmoothTransformation)
             self.shap_image.setPixmap(pm)
+            self.shap_image.setMinimumSize(pm.width(), pm.height())
         else:
             self.shap_image.clear()
+            self.shap_image.setMinimumSize(0, 0)
 
     def clear_results(self) -> None:
         self.result_text.setPlainText("")
         self.shap_image.clear()
+        self.shap_image.setMinimumSize(0, 0)
 
     def set_result_controls(self, enabled, opacity, threshold) -> None:
         self._updating = True
