@@ -5,6 +5,17 @@ Research use, not for diagnosis.
                 [--config config.yaml] [--optim.lr=3e-4 --model.preset=tiny --train.epochs=5 ...] \\
                 [--splits other_run/splits.json] [--resume | --force] [--device auto|cpu|cuda|mps] [--seed N]
 
+Ablation (:mod:`mmxai_core.train.ablation`): the variants x seeds on one split, a table with CIs, paired
+comparisons against the attention model and a bar chart::
+
+    mmxai-train --ablation --manifest M.csv --schema S.yaml --out ABL_DIR \\
+                [--variants attention,concat,image_only,clinical_only] [--seeds 0,1,2] [--jobs 2] [overrides]
+
+Distributed data-parallel (:mod:`mmxai_core.train.distributed`; gloo on CPU, nccl on GPU; batch size per
+process)::
+
+    torchrun --nproc_per_node=N -m mmxai_core.cli.train --manifest M.csv --schema S.yaml --out RUN_DIR ...
+
 Overrides use dotted keys of the config sections (model, data, preprocess, augment, optim, train); see
 :mod:`mmxai_core.train.config`. ``--resume`` without ``--config`` reuses the run's
 ``config.resolved.yaml`` and, without ``--manifest`` / ``--schema``, the files named in its ``run.json``.
@@ -14,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +33,7 @@ from typing import Sequence
 from mmxai_core.cli._common import notice, run_cli
 
 PROG = "mmxai-train"
+ABLATION_VARIANTS = ("attention", "concat", "image_only", "clinical_only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="= --train.seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (= --train.progress=false)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    g = p.add_argument_group("ablation", "train model variants x seeds on one split (RUN_DIR holds the study)")
+    g.add_argument("--ablation", action="store_true", help="run the ablation study instead of one run")
+    g.add_argument("--variants", default=",".join(ABLATION_VARIANTS), metavar="V1,V2",
+                   help=f"variants to train (default {','.join(ABLATION_VARIANTS)})")
+    g.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="training seeds (default 0,1,2)")
+    g.add_argument("--reference", default="attention", help="variant the others are compared with (default "
+                   "attention)")
+    g.add_argument("--jobs", type=int, default=1, help="runs trained at once in separate processes (default 1; "
+                   "mind --train.threads)")
     return p
 
 
@@ -83,13 +105,19 @@ def _body(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = split_overrides(extra, parser)
-    notice(PROG)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        notice(PROG)
     from mmxai_core.errors import MMXAIError
+
+    if args.ablation and args.seed is not None:
+        raise MMXAIError("--seed sets one run's seed; with --ablation use --seeds 0,1,2")
+    if args.ablation and args.resume and args.force:
+        raise MMXAIError("--resume and --force exclude each other")
 
     out = Path(args.out)
     base = args.config
-    info = _run_info(out) if args.resume else {}
-    if args.resume and base is None and (out / "config.resolved.yaml").is_file():
+    info = _run_info(out) if args.resume and not args.ablation else {}
+    if args.resume and not args.ablation and base is None and (out / "config.resolved.yaml").is_file():
         base = out / "config.resolved.yaml"
     manifest_path = args.manifest or info.get("manifest")
     schema = args.schema or info.get("schema")
@@ -114,19 +142,29 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0
-    from mmxai_core.train.device import make_runtime
-
-    runtime = make_runtime(cfg.train.device, cfg.train.amp, cfg.train.threads)  # a missing GPU fails here
-    from mmxai_core.train.run import run_training
+    from mmxai_core.train.distributed import runtime_from_env
 
     def say(text: str) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
-    result = run_training(cfg, manifest, schema, out, splits=args.splits, resume=args.resume, force=args.force,
-                          runtime=runtime, log=say)
-    if result.status == "complete":
-        lines = [f"{PROG}: {line}" for line in _test_lines(result)]
-        print("\n".join(lines), flush=True)
+    # single process, or one rank of a torchrun group; a missing GPU fails here
+    with runtime_from_env(cfg.train.device, cfg.train.amp, cfg.train.threads) as runtime:
+        if args.ablation:
+            from mmxai_core.train.ablation import run_ablation, table_lines
+
+            result = run_ablation(cfg, manifest, schema, out, variants=args.variants, seeds=args.seeds,
+                                  reference=args.reference, splits=args.splits, jobs=args.jobs, resume=args.resume,
+                                  force=args.force, runtime=runtime, log=say)
+            if runtime.is_main_process:
+                print("\n".join(f"{PROG}: {line}" for line in table_lines(result)), flush=True)
+            return 0
+        from mmxai_core.train.run import run_training
+
+        result = run_training(cfg, manifest, schema, out, splits=args.splits, resume=args.resume, force=args.force,
+                              runtime=runtime, log=say)
+        if result.status == "complete" and runtime.is_main_process:
+            lines = [f"{PROG}: {line}" for line in _test_lines(result)]
+            print("\n".join(lines), flush=True)
     return 0
 
 

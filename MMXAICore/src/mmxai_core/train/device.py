@@ -6,8 +6,10 @@ Research use, not for diagnosis.
 Everything that differs between one process and a ``torchrun`` group goes through it: only the main
 process writes files (:meth:`Runtime.main_only`), shows progress bars and logs; sums and gathers go through
 :meth:`Runtime.all_reduce_sum` / :meth:`Runtime.gather_arrays`; the early-stopping decision through
-:meth:`Runtime.agree`. In one process they are identities; ``train/distributed.py`` (DDP, gloo on CPU)
-will return a Runtime whose methods talk to the process group.
+:meth:`Runtime.agree`; the model is wrapped by :meth:`Runtime.wrap_model` and its buffers (BatchNorm
+running statistics) made equal by :meth:`Runtime.sync_buffers`. In one process they are identities;
+:mod:`mmxai_core.train.distributed` (DDP: gloo on CPU, nccl on GPU) returns a Runtime whose methods talk
+to the process group.
 """
 
 from __future__ import annotations
@@ -129,6 +131,13 @@ class Runtime:
     def agree(self, flag: bool) -> bool:
         """One decision for the whole group (the main process's), e.g. to stop early."""
         return bool(flag)
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls (DistributedDataParallel in a group; ``model`` itself here)."""
+        return model
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Make ``module``'s buffers (BatchNorm running statistics) the main process's on every rank."""
 
     def describe(self) -> str:
         """e.g. ``cuda:0 (bf16)`` or ``cpu (fp32, 2 threads)``."""

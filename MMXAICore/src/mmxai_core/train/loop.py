@@ -100,9 +100,9 @@ class Trainer:
         if len(train_set) == 0 or len(val_set) == 0:
             raise TrainingError("training and validation sets must not be empty")
         self.cfg, self.runtime = config, runtime
-        self.model = model.to(runtime.device)
-        # the classifier itself; ``self.model`` may later be a DistributedDataParallel wrapper of it
-        self.core = getattr(self.model, "module", self.model)
+        self.core = model.to(runtime.device)  # the classifier itself
+        # what the training step calls: the classifier, or its DistributedDataParallel wrapper in a group
+        self.model = runtime.wrap_model(self.core)
         self.train_set, self.val_set = train_set, val_set
         t, o = config.train, config.optim
         self.seed = int(t.seed)
@@ -175,6 +175,7 @@ class Trainer:
             n_slices += batch.n_slices
             if progress is not None:
                 progress(i + 1, value)
+        rt.sync_buffers(self.core)  # BatchNorm running statistics: rank 0's everywhere before validation
         sums = rt.all_reduce_sum(torch.tensor([float(total_loss), n_cases, n_slices], dtype=torch.float64))
         return {"train_loss": float(sums[0] / max(1.0, float(sums[1]))), "n_cases": int(sums[1]),
                 "n_slices": int(sums[2]), "data_s": data_s, "model_s": model_s,

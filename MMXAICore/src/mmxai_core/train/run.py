@@ -326,7 +326,8 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
         say(f"images: {st.computed} preprocessed, {st.from_disk} from the cache, {store.nbytes / 2**20:.0f} MiB "
             f"in memory ({timings['preprocess_s']:.1f} s)")
 
-    # ---- from here on the run folder is written
+    # ---- from here on the run folder is written (by rank 0; every rank has read the folder by now)
+    rt.barrier()
     if mode == "restart":
         folder.clear()
     saved_cfg = cfg.replace(**{"train.stop_after_epochs": None})
@@ -399,10 +400,45 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
     # ---- final evaluation, checkpoint, reports
     result = _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest_obj, index, digests, cohort,
                      identity, run_info, say)
+    rt.barrier()  # every rank returns once rank 0 has written the checkpoint and the reports
     timings["total_s"] = time.perf_counter() - t_start
     result.timings.update(timings)
     result.image_stats = image_stats
     return result
+
+
+#: Grad-CAM++ normalisation scale stored in the checkpoint (``metadata["explain"]``): this percentile of the
+#: raw map values over at most this many validation cases (see :func:`mmxai_core.explain.gradcam.calibrate_cam_scale`).
+CAM_SCALE_PERCENTILE = 99.0
+CAM_SCALE_MAX_CASES = 64
+
+
+def cam_scale_entry(model: Any, dataset: Any, batch_size: int = 4, percentile: float = CAM_SCALE_PERCENTILE,
+                    max_cases: int = CAM_SCALE_MAX_CASES) -> dict[str, Any]:
+    """``metadata["explain"]`` of a checkpoint: the model's fixed Grad-CAM++ scale from validation cases.
+
+    Returns ``{"cam_scale": float, "percentile", "n_cases", "source", "layer", "note"}``; ``cam_scale`` is
+    None (with the reason in ``note``) for a model without an image branch or whose maps are all zero.
+    """
+    from mmxai_core.data.dataset import EpochSampler, make_loader
+    from mmxai_core.explain.gradcam import calibrate_cam_scale
+
+    n = min(len(dataset), int(max_cases))
+    entry: dict[str, Any] = {"cam_scale": None, "percentile": float(percentile), "n_cases": n,
+                             "source": "validation split (first cases in manifest order)",
+                             "method": "Grad-CAM++ (explain.gradcam), percentile of the raw feature-resolution "
+                                       "map values of every real slice, target = the positive class (binary) "
+                                       "or the predicted class"}
+    if not getattr(model, "uses_image", False):
+        entry.update(n_cases=0, note="no image branch: no Grad-CAM++ maps")
+        return entry
+    entry["layer"] = next((name for name, m in model.named_modules() if m is model.gradcam_layer), None)
+    loader = make_loader(dataset, batch_size, EpochSampler(n, shuffle=False))
+    try:
+        entry["cam_scale"] = float(calibrate_cam_scale(model, loader, percentile=percentile))
+    except ValueError as exc:
+        entry["note"] = str(exc)
+    return entry
 
 
 def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, index, digests, cohort, identity,
@@ -463,6 +499,12 @@ def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, ind
         "metrics": metrics,
         "versions": package_versions(),
     }
+    if rt.is_main_process:  # no collectives inside: the other ranks wait at the final barrier
+        t0 = time.perf_counter()
+        metadata["explain"] = cam_scale_entry(model, datasets["val"])
+        scale = metadata["explain"]["cam_scale"]
+        say(f"Grad-CAM++ scale {'n/a' if scale is None else f'{scale:.4g}'} from "
+            f"{metadata['explain']['n_cases']} validation cases ({time.perf_counter() - t0:.1f} s)")
     folder.call(save_checkpoint, folder.checkpoint_dir, model, metadata)
     for s in ("val", "test"):
         folder.write_text(f"predictions/{s}.csv", _predictions_csv(preds[s], classes))
@@ -477,4 +519,5 @@ def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, ind
                      trainer.history, trainer.best_epoch, trainer.stopped_early, fingerprint, {})
 
 
-__all__ = ["run_training", "RunResult", "build_model_config", "package_versions", "metrics_summary"]
+__all__ = ["run_training", "RunResult", "build_model_config", "package_versions", "metrics_summary",
+           "cam_scale_entry", "CAM_SCALE_PERCENTILE", "CAM_SCALE_MAX_CASES"]
