@@ -32,7 +32,9 @@ import vtk  # noqa: E402
 CORE_PYTHON = os.environ.get("MMXAI_CORE_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
 FAKE_WORKER = TESTING / "fake_worker.py"
 FAKE_CHECKPOINT = TESTING / "data" / "fake_checkpoint"
-DEMO_MODEL = MODULE_DIR / "Resources" / "DemoModel"
+SHIPPED_DEMO_MODEL = MODULE_DIR / "Resources" / "DemoModel"
+# MMXAI_TEST_CHECKPOINT: run the real-worker variants with another checkpoint (e.g. a fresh mmxai-train run)
+DEMO_MODEL = Path(os.environ.get("MMXAI_TEST_CHECKPOINT") or SHIPPED_DEMO_MODEL)
 REAL_WORKER_MAIN = ROOT / "MMXAICore" / "src" / "mmxai_core" / "worker" / "__main__.py"
 
 
@@ -40,7 +42,7 @@ def real_worker_skip_reason() -> str | None:
     if not REAL_WORKER_MAIN.is_file():
         return "real worker not there yet (MMXAICore/src/mmxai_core/worker/__main__.py missing)"
     if not ((DEMO_MODEL / "metadata.json").is_file() and (DEMO_MODEL / "weights.safetensors").is_file()):
-        return "demo checkpoint not shipped yet (MMXAISlicer/Resources/DemoModel/)"
+        return f"demo checkpoint not shipped yet ({DEMO_MODEL} has no weights.safetensors + metadata.json)"
     if not Path(CORE_PYTHON).exists():
         return f"core Python {CORE_PYTHON} missing"
     return None

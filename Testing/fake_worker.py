@@ -10,7 +10,8 @@ Environment variables (test controls):
 
 * ``MMXAI_FAKE_WORKER_MODE``: ``ok`` (default) | ``input_error`` | ``internal_error`` | ``crash`` | ``oom`` |
   ``hang`` (starts a child process, then prints progress forever: for Cancel) | ``garbage`` (damaged
-  protocol line) | ``wrong_grid`` (heatmap on a shifted grid) | ``slow`` (progress over ~1.5 s)
+  protocol line) | ``wrong_grid`` (heatmap on a shifted grid) | ``slow`` (progress over ~1.5 s) |
+  ``no_metrics`` (refuses requested trust metrics the way a core without them does)
 * ``MMXAI_FAKE_WORKER_HOTSPOT_RAS``: ``x,y,z`` in RAS mm where the blob is centred (default: the brightest
   voxel of the input).
 * ``MMXAI_FAKE_WORKER_PIDFILE``: in ``hang`` mode, the child's pid is written there.
@@ -50,6 +51,10 @@ def main(argv: list[str]) -> int:
     req = WorkerRequest.read(argv[0])
     if MODE == "input_error":
         fail(f"{req.image}: the image cannot be used (test double: input_error)", "input")
+    wanted = list((req.options or {}).get("metrics") or [])
+    if MODE == "no_metrics" and wanted:
+        fail(f"--metrics: {', '.join(wanted)} not available in this installation (test double); run without "
+             "--metrics", "input")
     if MODE == "internal_error":
         fail("RuntimeError: something broke inside (test double: internal_error)", "internal")
     if MODE == "crash":
@@ -143,13 +148,16 @@ def main(argv: list[str]) -> int:
                            "corners": {"both": fx, "image_only": base + 0.2, "clinical_only": fx - 0.2,
                                        "none": base}},
         "coherence": {"score": 0.8, "definition": "test double"},
-        "metrics": {"stability": {"ssim": 0.91, "pearson": 0.95},
-                    "faithfulness": {"deletion_auc": 0.21, "random_deletion_auc": 0.48}},
+        "heatmap": {"method": "test double", "max": float(heat.max())},
         "timings_s": {"load": 0.01},
         "files": {"heatmap": "heatmap.nrrd", "heatmap_label": "heatmap_label.nrrd",
                   "heatmap_bins": "heatmap_bins.json", "overlay": "overlay.png", "shap_plot": "shap.png",
                   "report": "report.html"},
     }
+    metrics = {"stability": {"ssim": 0.91, "pearson": 0.95},
+               "faithfulness": {"deletion_auc": 0.21, "random_deletion_auc": 0.48}}
+    if wanted:
+        result["metrics"] = {k: v for k, v in metrics.items() if k in wanted}
     _write_pngs(out, img.array, heat, fields, classes[1])
     (out / "report.html").write_text("<html><body><h1>MMXAI report (test double)</h1><p>Research use only - "
                                      "not for diagnosis.</p></body></html>", encoding="utf-8")

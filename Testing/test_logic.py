@@ -32,7 +32,8 @@ def test_run_geometry_table_chart_rerun_input_untouched(scene, tmp_path, worker)
         events.append(e["type"])
         threads.add(threading.current_thread() is threading.main_thread())
 
-    out = logic.run(vol, CLINICAL, str(worker.checkpoint), device="cpu", on_event=on_event, timeout=300)
+    out = logic.run(vol, CLINICAL, str(worker.checkpoint), device="cpu", on_event=on_event, timeout=300,
+                    metrics=[])
     assert threads == {True}, "events must be delivered on the calling (GUI) thread"
     assert "progress" in events and events[-1] == "finished"
     lab, cont = out.label_node, out.heatmap_node
@@ -41,9 +42,13 @@ def test_run_geometry_table_chart_rerun_input_untouched(scene, tmp_path, worker)
         assert np.array_equal(np_matrix(n), np_matrix(vol)), "IJK-to-RAS must be exactly the input's"
         assert n.GetImageData().GetDimensions() == vol.GetImageData().GetDimensions()
     labels = slicer.util.arrayFromVolume(lab)
-    assert labels.dtype.kind in "ui" and labels.min() == 0 and labels.max() >= 1
     heat = slicer.util.arrayFromVolume(cont)
     assert heat.shape == labels.shape and 0.0 <= heat.min() and heat.max() <= 1.0 + 1e-6
+    bins = out.result.bins
+    expected = np.where(heat >= bins.threshold, 1 + np.searchsorted(np.asarray(bins.edges[1:-1]), heat, "right"), 0)
+    assert labels.dtype.kind in "ui" and np.mean(labels != expected) < 1e-3, "labels are the bins of the map"
+    if worker.is_fake:
+        assert labels.max() == bins.n_labels - 1
     colors = out.nodes[nodes.ROLE_COLORS]
     assert colors.GetNumberOfColors() == out.result.bins.n_labels
     rgba = [0.0] * 4
@@ -81,7 +86,8 @@ def test_run_geometry_table_chart_rerun_input_untouched(scene, tmp_path, worker)
     # re-run on the same input: same nodes updated, none added
     ids = {r: n.GetID() for r, n in out.nodes.items()}
     count = _count_nodes(scene)
-    out2 = logic.run(vol, {**CLINICAL, "age": 63}, str(worker.checkpoint), device="cpu", timeout=300)
+    out2 = logic.run(vol, {**CLINICAL, "age": 63}, str(worker.checkpoint), device="cpu", timeout=300,
+                     metrics=[])
     assert {r: n.GetID() for r, n in out2.nodes.items()} == ids
     assert _count_nodes(scene) == count
     assert fingerprint(vol) == before

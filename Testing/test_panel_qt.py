@@ -30,13 +30,15 @@ def build(scene, tmp_path, worker):
     store = ParameterStore(get_parameter_node(scene))
     p = PanelPresenter(view, logic, store)
     view.bind(p)
-    if worker.is_fake:
+    from conftest import SHIPPED_DEMO_MODEL
+
+    if worker.checkpoint != SHIPPED_DEMO_MODEL:
         view.folder_chooser = lambda what: str(worker.checkpoint) if what == "checkpoint" else str(tmp_path)
         p.initialize()
         view.model_combo.setCurrentIndex(1)
         view.model_combo.activated.emit(1)  # "Choose checkpoint folder..." -> the test's folder
     else:
-        p.initialize()  # the shipped demo model is the default
+        p.initialize()  # the shipped demo model is the default choice
     view.widget.resize(420, 1300)
     view.widget.show()
     return p, view, selector

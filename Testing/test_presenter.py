@@ -340,3 +340,21 @@ def test_presenter_and_logic_import_no_qt_and_nothing_heavy():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)") % (str(MODULE_DIR), str(FAKE_CHECKPOINT))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_trust_figures_requested_and_retried_without_when_unavailable(scene, tmp_path, fake_worker):
+    p, view = make(scene, tmp_path, fake_worker)
+    vol = add_volume(scene, shape_kji=(3, 12, 12), blob_ijk=(6, 6, 1))
+    p.on_volume_changed(vol.GetID())
+    p.on_run()
+    wait(p, view)
+    assert "Stability: ssim 0.91" in view.results[0] and "Faithfulness" in view.results[0]
+    p.logic.worker_env = {"MMXAI_FAKE_WORKER_MODE": "no_metrics"}
+    p.on_run()
+    wait(p, view)
+    assert view.status[0].startswith("Done.") and "not available" in view.status[0]
+    assert "Stability" not in view.results[0]
+    p.on_trust_changed(False)
+    p.on_run()
+    wait(p, view)
+    assert view.status[0].startswith("Done.") and "not available" not in view.status[0]

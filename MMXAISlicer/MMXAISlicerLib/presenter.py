@@ -119,6 +119,8 @@ class PanelPresenter:
         self.outputs: RunOutputs | None = None
         self.status = ("", "info")
         self._restoring = False
+        self._metrics: list[str] = []
+        self._run_note = ""
 
     # ====================================================================================== setup
     def initialize(self) -> None:
@@ -369,11 +371,15 @@ class PanelPresenter:
                 self._refresh()
                 return
             self.dependencies_ok = True
+        self._run_note = ""
+        self._start(TRUST_METRICS if self.trust else [])
+
+    def _start(self, metrics: list[str]) -> None:
         runner = self.runner_factory() if self.runner_factory else None
+        self._metrics = list(metrics)
         try:
             self.job = self.logic.start(self.volume_node(), self.clinical_values(), self.model_path,
-                                        self.device, on_event=self._on_event, runner=runner,
-                                        metrics=TRUST_METRICS if self.trust else [])
+                                        self.device, on_event=self._on_event, runner=runner, metrics=metrics)
         except RunError as exc:
             self.job = None
             self._set_status(str(exc), "error")
@@ -406,16 +412,22 @@ class PanelPresenter:
         elif kind == "finished":
             self.view.stop_polling()
             state = event.get("state")
+            err = event.get("error")
+            if (state == "failed" and self._metrics and getattr(err, "kind", "") == "input"
+                    and "not available in this installation" in str(err)):
+                # this mmxai-core cannot compute the trust figures yet: run again without them, and say so
+                self._run_note = " Trust figures (stability, faithfulness) are not available in this mmxai-core."
+                self._start([])
+                return
             if state == "succeeded":
                 self._show_outputs(event["outputs"])
                 note = f" Note: {self.outputs.note}." if self.outputs.note else ""
-                self._set_status(f"Done. {NOTICE}{note}", "info")
+                self._set_status(f"Done. {NOTICE}{note}{self._run_note}", "info")
                 self.view.set_progress(1.0)
             elif state == "cancelled":
                 self.view.set_progress(None)
                 self._set_status("Cancelled. Nothing was added to the scene.", "warning")
             else:
-                err = event.get("error")
                 self.view.set_progress(None)
                 self._set_status(str(err) if err else "The run failed.", "error")
             self._refresh()

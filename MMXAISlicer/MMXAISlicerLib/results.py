@@ -189,6 +189,14 @@ def format_result_text(result: CaseResult) -> str:
     coh = d.get("coherence") or {}
     if _num(coh.get("score")) is not None:
         lines.append(f"Cross-modal coherence: {_num(coh['score']):.2f}")
+    heat = d.get("heatmap") or {}
+    hmax = _num(heat.get("max"))
+    if hmax is not None:
+        shown = "" if hmax >= result.bins.threshold else " - below the display threshold, so no overlay is drawn"
+        lines.append(f"Heatmap maximum {hmax:.2f} on the model's fixed scale (bins from "
+                     f"{result.bins.threshold:.2f}){shown}")
+    for note in d.get("notes") or []:
+        lines.append(f"Note: {note}")
     lines.append(NOTICE)
     return "\n".join(lines)
 
