@@ -94,7 +94,8 @@ def test_run_geometry_table_chart_rerun_input_untouched(scene, tmp_path, worker)
     assert temp_leftovers(tmp_path) == []
 
 
-def test_outputs_grouped_under_the_study(scene, tmp_path, worker):
+def test_outputs_grouped_under_the_study(scene, tmp_path, fake_worker):
+    worker = fake_worker
     vol = add_volume(scene, shape_kji=(6, 24, 24), blob_ijk=(12, 12, 3))
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient 1")
@@ -300,6 +301,8 @@ def test_overlay_display_and_export(scene, tmp_path, fake_worker):
     logic.show_overlay(out, vol, opacity=0.4)
     assert comp.GetBackgroundVolumeID() == vol.GetID() and comp.GetLabelVolumeID() == out.label_node.GetID()
     assert comp.GetLabelOpacity() == pytest.approx(0.4)
+    with pytest.raises(RunError, match="is an MMXAI output"):
+        logic.run(out.heatmap_node, {}, str(fake_worker.checkpoint))
     logic.set_overlay_opacity(out, 0.8)
     assert comp.GetLabelOpacity() == pytest.approx(0.8)
     logic.set_display_threshold(out, 0.5)

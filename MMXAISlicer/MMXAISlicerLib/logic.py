@@ -234,6 +234,8 @@ class MMXAISlicerLogic:
         if node is None:
             raise RunError("Select an input volume first.", kind="input")
         name = node.GetName() if hasattr(node, "GetName") else "the input"
+        if node.GetAttribute(nodes.ATTR_ROLE):
+            raise RunError(f"'{name}' is an MMXAI output (a heatmap), not an image. Select the image volume.")
         if node.IsA("vtkMRMLLabelMapVolumeNode"):
             raise RunError(f"'{name}' is a labelmap (a segmentation), not an image. Select the image volume.")
         if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLTensorVolumeNode") \
