@@ -92,29 +92,36 @@ def _body(argv: Sequence[str] | None) -> int:
     options = ExplainOptions(target_class=args.target_class, metrics=tuple(parse_metric_names(args.metrics)),
                              write_maps=args.maps, seed=args.seed)
 
-    from mmxai_core.explain.pipeline import check_metrics_available, explain_to_folder, load_model
+    from mmxai_core.explain.pipeline import (check_metrics_available, check_output_folder, checkpoint_info,
+                                             explain_to_folder, load_model, prepare_case)
 
     check_metrics_available(options.metrics)
+    info = checkpoint_info(args.model)        # metadata only: bad values are refused before torch loads
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.device)
     if raw is not None:
-        clinical = validate_clinical(raw, model.run.clinical.schema,
+        clinical = validate_clinical(raw, info.schema,
                                      source=args.clinical if args.clinical.startswith("@") else "--clinical")
+        case = prepare_case(info, args.image, clinical, options, args.series_uid)
+        check_output_folder(args.out, case.identity["inputs_sha256"], args.force)
+        model = load_model(args.model, args.device, info=info)
         result = explain_to_folder(model, args.image, clinical, args.out, options, series_uid=args.series_uid,
-                                   force=args.force, progress=_progress(args.quiet))
+                                   force=args.force, progress=_progress(args.quiet), prepared=case)
         pred = result["prediction"]
         p = pred["probabilities"][pred["class"]]
         thr = f", threshold {pred['threshold']:.3f}" if pred.get("threshold") is not None else ""
         print(f"{pred['class']} (p = {p:.3f}{thr}); report: {Path(args.out) / result['files']['report']}")
         return 0
 
-    from mmxai_core.explain.batch import run_batch
+    from mmxai_core.explain.batch import plan_batch, run_batch
 
-    summary = run_batch(model, args.manifest, args.out, options, split=args.split, splits_path=args.splits,
-                        force=args.force, progress_bar=not args.quiet, on_start=lambda: notice(PROG))
+    plan = plan_batch(info, args.manifest, args.out, options, split=args.split, splits_path=args.splits,
+                      force=args.force)
+    notice(PROG)
+    model = load_model(args.model, args.device, info=info) if plan.pending else None
+    summary = run_batch(model, plan, options, progress_bar=not args.quiet)
     print(f"{len(summary.rows)} cases: {summary.computed} explained now, {summary.skipped} already complete, "
           f"{summary.failed} refused, {summary.internal_errors} internal errors; summary: "
           f"{Path(args.out) / 'summary.csv'}")

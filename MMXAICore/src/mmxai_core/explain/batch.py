@@ -9,7 +9,8 @@ Layout of the output folder ``OUT``::
 Each case folder is built in a hidden ``OUT/.<case>.partial-PID-XXXX`` and renamed into place when
 complete, so a case folder that exists is complete. A rerun with the same batch (same ``batch.json``
 identity) skips complete cases, removes partial folders left by a killed run and computes only the
-missing ones; a different batch in the same folder is refused unless ``force`` (which starts afresh).
+missing ones (with nothing missing the model is not even loaded); a different batch in the same folder
+is refused unless ``force`` (which starts afresh).
 A case whose image or values are refused is recorded in the summary with its one-line error and the
 batch goes on; the rerun tries it again. A lock file keeps two batches out of one folder.
 
@@ -19,7 +20,6 @@ letters, digits, ``.``, ``_`` and ``-``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -32,12 +32,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from mmxai_core import RESEARCH_USE_NOTICE, __version__
 from mmxai_core.errors import MMXAIError
-from mmxai_core.explain.pipeline import (RESULT_FILE, ExplainOptions, LoadedModel, check_metrics_available,
-                                         explain_to_folder, read_result, remove_stale_partials)
+from mmxai_core.explain.pipeline import (RESULT_FILE, CheckpointInfo, ExplainOptions, LoadedModel,
+                                         check_metrics_available, explain_to_folder, read_result,
+                                         remove_stale_partials)
 from mmxai_core.utils.atomic import write_json_atomic, write_text_atomic
 
 BATCH_FILE = "batch.json"
@@ -84,14 +85,13 @@ def safe_name(text: str) -> str:
     return name[:120] or "case"
 
 
-def select_cases(model: LoadedModel, manifest_path: str | os.PathLike, split: str | None = None,
+def select_cases(schema: Any, manifest_path: str | os.PathLike, split: str | None = None,
                  splits_path: str | os.PathLike | None = None) -> list[BatchCase]:
-    """The manifest's rows (checked against the model's clinical schema), restricted to ``split`` (from
+    """The manifest's rows (checked against the model's clinical ``schema``), restricted to ``split`` (from
     ``splits_path`` when given, else the manifest's ``split`` column), as :class:`BatchCase` list."""
     from mmxai_core.data.manifest import SPLIT_NAMES, load_manifest
 
-    manifest = load_manifest(manifest_path, model.run.clinical.schema, check_files=True, check_masks=False,
-                             min_cases_per_class=0)
+    manifest = load_manifest(manifest_path, schema, check_files=True, check_masks=False, min_cases_per_class=0)
     table = manifest.table
     positions = list(range(len(manifest)))
     if split is not None:
@@ -125,7 +125,7 @@ def select_cases(model: LoadedModel, manifest_path: str | os.PathLike, split: st
 
 
 # ------------------------------------------------------------------------------------------ the folder
-def batch_identity(model: LoadedModel, manifest_path: str | os.PathLike, split: str | None,
+def batch_identity(model: CheckpointInfo | LoadedModel, manifest_path: str | os.PathLike, split: str | None,
                    splits_path: str | os.PathLike | None, options: ExplainOptions) -> dict[str, Any]:
     """What makes two batch runs the same batch (hashes, no paths): model weights, manifest and split
     file contents, split name, options, package version."""
@@ -168,83 +168,121 @@ def prepare_batch_folder(out: Path, identity: dict[str, Any], force: bool) -> bo
     return False
 
 
-@contextlib.contextmanager
-def batch_lock(out: Path) -> Iterator[None]:
-    """An exclusive lock on ``out/.lock`` for the duration (POSIX ``flock``; a no-op elsewhere)."""
+def acquire_lock(out: Path) -> Any:
+    """An exclusive lock on ``out/.lock`` (POSIX ``flock``; None elsewhere): close the returned file to
+    release it (the process ending releases it too).
+
+    Raises:
+        MMXAIError: another batch holds the lock.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fh = open(out / LOCK_FILE, "a+")
+        return None
+    fh = open(out / LOCK_FILE, "a+")  # noqa: SIM115 - held until run_batch ends
     try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise MMXAIError(f"--out {out}: another mmxai-explain batch is writing to this folder") from None
-        yield
-    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
         fh.close()
+        raise MMXAIError(f"--out {out}: another mmxai-explain batch is writing to this folder") from None
+    return fh
 
 
 # ------------------------------------------------------------------------------------------ the run
-def run_batch(model: LoadedModel, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
-              options: ExplainOptions | None = None, *, split: str | None = None,
-              splits_path: str | os.PathLike | None = None, force: bool = False, progress_bar: bool = True,
-              log: Any = None, on_start: Any = None) -> BatchSummary:
-    """Explain every selected case into ``out_dir/<case>/``; resumable (see the module docstring).
+@dataclasses.dataclass
+class BatchPlan:
+    """A checked batch: its folder (ready and locked), the cases, which are still to do, its identity."""
 
-    ``log(line)`` receives one line per refused case (default: stderr); ``on_start()`` is called once the
-    manifest, split and folder are accepted, before the first case. Returns a :class:`BatchSummary`;
-    the summary files are written at the end (also when cases failed).
+    out: Path
+    cases: list[BatchCase]
+    pending: list[BatchCase]
+    identity: dict[str, Any]
+    classes: list[str]
+    lock: Any = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
+def plan_batch(model: CheckpointInfo | LoadedModel, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+               options: ExplainOptions | None = None, *, split: str | None = None,
+               splits_path: str | os.PathLike | None = None, force: bool = False) -> BatchPlan:
+    """Check the manifest, split and options, make the folder ready (lock it, remove partial folders of a
+    killed run) and list the cases still to do. Needs only a :class:`CheckpointInfo` (no torch).
+
+    Raises:
+        MMXAIError: a bad manifest / split file / option, or an output folder that cannot be used.
     """
+    options = options or ExplainOptions()
+    check_metrics_available(options.metrics)
+    schema = model.schema if isinstance(model, CheckpointInfo) else model.run.clinical.schema
+    cases = select_cases(schema, manifest_path, split, splits_path)
+    identity = batch_identity(model, manifest_path, split, splits_path, options)
+    out = Path(out_dir)
+    prepare_batch_folder(out, identity, force)
+    lock = acquire_lock(out)
+    remove_stale_partials(out)
+    pending = [c for c in cases if not (out / c.name / RESULT_FILE).is_file()]
+    return BatchPlan(out, cases, pending, identity, list(model.classes), lock)
+
+
+def run_batch(model: LoadedModel | None, plan: BatchPlan, options: ExplainOptions | None = None, *,
+              progress_bar: bool = True, log: Any = None) -> BatchSummary:
+    """Explain the plan's pending cases into ``OUT/<case>/`` (see the module docstring), then write the
+    summary; ``model`` may be None when nothing is pending. ``log(line)`` receives one line per refused
+    case (default: stderr). Releases the plan's lock at the end."""
     from tqdm.auto import tqdm
 
     options = options or ExplainOptions()
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    check_metrics_available(options.metrics)
-    cases = select_cases(model, manifest_path, split, splits_path)
-    identity = batch_identity(model, manifest_path, split, splits_path, options)
-    out = Path(out_dir)
-    prepare_batch_folder(out, identity, force)
+    out = plan.out
     rows: list[dict[str, Any]] = []
     computed = skipped = failed = internal = 0
-    with batch_lock(out):
-        if on_start:
-            on_start()
-        remove_stale_partials(out)
-        done = [c for c in cases if (out / c.name / RESULT_FILE).is_file()]
-        bar = tqdm(total=len(cases), initial=len(done), desc="mmxai-explain", unit="case", file=sys.stderr,
-                   disable=not progress_bar, dynamic_ncols=True)
-        done_names = {c.name for c in done}
-        try:
-            for case in cases:
-                if case.name in done_names:
-                    rows.append(_row(case, "complete (earlier run)", read_result(out / case.name)))
-                    skipped += 1
-                    continue
-                tc = time.perf_counter()
-                try:
-                    result = explain_to_folder(model, case.image, case.clinical, out / case.name, options,
-                                               what=f"case {case.name}")
-                    rows.append(_row(case, "complete", result, time.perf_counter() - tc))
-                    computed += 1
-                except MMXAIError as exc:
-                    failed += 1
-                    rows.append(_row(case, "refused", None, error=_first_line(exc)))
-                    say(f"mmxai-explain: case {case.name} (manifest row {case.row}): error: {_first_line(exc)}")
-                except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
-                    internal += 1
-                    rows.append(_row(case, "internal error", None, error=f"{type(exc).__name__}: {exc}"))
-                    say(f"mmxai-explain: case {case.name} (manifest row {case.row}): internal error: "
-                        f"{type(exc).__name__}: {_first_line(exc)}")
-                bar.update(1)
-        finally:
-            bar.close()
+    pending = {c.name for c in plan.pending}
+    if pending and model is None:
+        raise ValueError("run_batch: cases are pending but no model was given")
+    bar = tqdm(total=len(plan.cases), initial=len(plan.cases) - len(pending), desc="mmxai-explain", unit="case",
+               file=sys.stderr, disable=not progress_bar, dynamic_ncols=True)
+    try:
+        for case in plan.cases:
+            if case.name not in pending:
+                rows.append(_row(case, "complete (earlier run)", read_result(out / case.name)))
+                skipped += 1
+                continue
+            tc = time.perf_counter()
+            try:
+                result = explain_to_folder(model, case.image, case.clinical, out / case.name, options,
+                                           what=f"case {case.name}")
+                rows.append(_row(case, "complete", result, time.perf_counter() - tc))
+                computed += 1
+            except MMXAIError as exc:
+                failed += 1
+                rows.append(_row(case, "refused", None, error=_first_line(exc)))
+                say(f"mmxai-explain: case {case.name} (manifest row {case.row}): error: {_first_line(exc)}")
+            except Exception as exc:  # noqa: BLE001 - one broken case must not stop the batch
+                internal += 1
+                rows.append(_row(case, "internal error", None, error=f"{type(exc).__name__}: {exc}"))
+                say(f"mmxai-explain: case {case.name} (manifest row {case.row}): internal error: "
+                    f"{type(exc).__name__}: {_first_line(exc)}")
+            bar.update(1)
         summary = BatchSummary(out, rows, computed, skipped, failed, internal, time.perf_counter() - t0)
-        write_summary(summary, model.classes)
+        write_summary(summary, plan.classes)
+    finally:
+        bar.close()
+        plan.release()
     return summary
+
+
+def explain_manifest(model: LoadedModel, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+                     options: ExplainOptions | None = None, *, split: str | None = None,
+                     splits_path: str | os.PathLike | None = None, force: bool = False,
+                     progress_bar: bool = True, log: Any = None) -> BatchSummary:
+    """:func:`plan_batch` + :func:`run_batch` in one call (from Python)."""
+    plan = plan_batch(model, manifest_path, out_dir, options, split=split, splits_path=splits_path, force=force)
+    return run_batch(model, plan, options, progress_bar=progress_bar, log=log)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -296,5 +334,5 @@ def write_summary(summary: BatchSummary, classes: Sequence[str]) -> None:
         "seconds": round(summary.seconds, 3), "rows": summary.rows})
 
 
-__all__ = ["BatchCase", "BatchSummary", "batch_identity", "prepare_batch_folder", "run_batch", "safe_name",
-           "select_cases", "write_summary"]
+__all__ = ["BatchCase", "BatchPlan", "BatchSummary", "acquire_lock", "batch_identity", "explain_manifest",
+           "plan_batch", "prepare_batch_folder", "run_batch", "safe_name", "select_cases", "write_summary"]

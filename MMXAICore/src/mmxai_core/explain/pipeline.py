@@ -15,10 +15,9 @@ Steps (each timed into ``result["timings_s"]`` and announced through ``progress(
     write       heatmap.nrrd, heatmap_label.nrrd, heatmap_bins.json, overlay.png, shap.png, report.html,
                 then result.json last (format: ``docs/WORKER.md``)
 
-Metric hook: ``mmxai_core.explain.metrics.<name>`` (``coherence``, ``stability``, ``faithfulness``,
-``sanity``) provides ``for_case(case: ExplainedCase) -> dict`` (JSON-ready, plain floats); see
-:class:`ExplainedCase` for what a case carries. A metric that is not installed is refused up front when
-asked for (``--metrics``); coherence is then left out of ``result.json`` with a note.
+Quality figures come from :mod:`mmxai_core.explain.metrics` through :mod:`.case_metrics`: a metric that
+is not installed is refused up front when asked for (``--metrics``); coherence, always attempted, is left
+out of ``result.json`` with a note when its module is missing or fails.
 
 :func:`explain_to_folder` checks every input first, then builds the case in a hidden sibling folder and
 renames it into place (:mod:`mmxai_core.explain.output_folder`): outputs appear complete or not at all.
@@ -39,15 +38,13 @@ import numpy as np
 
 from mmxai_core import RESEARCH_USE_NOTICE, __version__
 from mmxai_core.errors import CheckpointError, ImageReadError, MMXAIError
+from mmxai_core.explain.case_metrics import METRIC_NAMES, ExplainedCase, check_metrics_available, metric_function
 from mmxai_core.explain.output_folder import (RESULT_FILE, RESULT_FORMAT, check_output_folder, input_sha256,
                                               publish_folder, read_result, remove_stale_partials, staging_folder)
 
 SHAP_FILE = "shap.png"
 REPORT_FILE = "report.html"
 RESULT_FORMAT_VERSION = 1
-#: Quality metrics ``--metrics`` may ask for (each computed by ``mmxai_core.explain.metrics.<name>``).
-METRIC_NAMES = ("stability", "faithfulness", "sanity")
-METRICS_PACKAGE = "mmxai_core.explain.metrics"
 #: Where each step starts on the 0..1 progress scale.
 STEP_FRACTIONS = {"load": 0.0, "preprocess": 0.1, "predict": 0.25, "gradcam": 0.3, "shapley": 0.55,
                   "metrics": 0.7, "write": 0.9}
@@ -118,6 +115,62 @@ def parse_metric_names(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ the model
 @dataclasses.dataclass
+class CheckpointInfo:
+    """What a checkpoint says about itself, read from ``metadata.json`` alone (no torch, no weights), so
+    clinical values, the target class and the output folder can be checked in a fraction of a second.
+
+    folder (the folder holding metadata.json), metadata, schema (the fitted clinical schema), classes,
+    name and version for display, weights_sha256.
+    """
+
+    folder: Path
+    metadata: dict[str, Any]
+    schema: Any
+    classes: list[str]
+    name: str
+    version: str
+    weights_sha256: str
+
+
+def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+    """Read a checkpoint's ``metadata.json`` (run folder or its ``checkpoint`` folder).
+
+    Raises:
+        CheckpointError: missing folder or metadata, not JSON, or no usable clinical schema / classes.
+    """
+    from mmxai_core.data.clinical import ClinicalPreprocessor
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint folder not found")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a checkpoint folder (expected a folder with metadata.json and "
+                              "weights.safetensors)")
+    folder = p / "checkpoint" if (p / "checkpoint").is_dir() and not (p / "metadata.json").exists() else p
+    meta_path = folder / "metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{meta_path}: not found; not an mmxai checkpoint folder") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{meta_path}: damaged or unreadable ({_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: damaged (not a JSON object)")
+    try:
+        schema = ClinicalPreprocessor.from_json_dict(meta["clinical_preprocessor"]).schema
+        classes = [str(c) for c in meta["classes"]]
+    except KeyError as exc:
+        raise CheckpointError(f"{meta_path}: incomplete mmxai-train checkpoint, missing {exc}") from None
+    except (MMXAIError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{meta_path}: invalid clinical preprocessing state ({_one_line(exc)})") from None
+    default_name = folder.parent.name if folder.name == "checkpoint" else folder.name
+    name = str(meta.get("name") or meta.get("model_name") or getattr(schema, "name", None) or default_name)
+    version = str(meta.get("version") or meta.get("model_version") or meta.get("package_version") or "")
+    return CheckpointInfo(folder=folder, metadata=meta, schema=schema, classes=classes, name=name,
+                          version=version, weights_sha256=str(meta.get("weights_sha256", "")))
+
+
+@dataclasses.dataclass
 class LoadedModel:
     """A checkpoint ready to explain cases: ``run`` (:class:`~mmxai_core.train.predict.RunCheckpoint`),
     its folder, device, display name and version, weights hash, the fixed Grad-CAM++ scale (or None)
@@ -145,45 +198,34 @@ class LoadedModel:
                 "clinical_fields": [f.name for f in self.run.clinical.schema.fields]}
 
 
-def load_model(path: str | os.PathLike, device: str = "auto") -> LoadedModel:
+def load_model(path: str | os.PathLike, device: str = "auto", info: CheckpointInfo | None = None) -> LoadedModel:
     """Load an ``mmxai-train`` checkpoint (run folder or its ``checkpoint`` folder) onto ``device``.
 
     Raises:
         CheckpointError: missing, damaged, incomplete or incompatible (one line naming the file).
         DeviceError: ``cuda`` / ``mps`` asked for but absent.
     """
+    t0 = time.perf_counter()
+    info = info or checkpoint_info(path)
     from mmxai_core.explain.gradcam import cam_scale_from_metadata
     from mmxai_core.train.device import resolve_device
     from mmxai_core.train.predict import load_run_checkpoint
 
-    t0 = time.perf_counter()
     dev = resolve_device(device)
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint folder not found")
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: not a checkpoint folder (expected a folder with metadata.json and "
-                              "weights.safetensors)")
     try:
-        run = load_run_checkpoint(p, device=dev)
+        run = load_run_checkpoint(info.folder, device=dev)
     except MMXAIError:
         raise
     except Exception as exc:  # a damaged file can make any parser raise anything
-        raise CheckpointError(f"{p}: cannot load the checkpoint ({type(exc).__name__}: "
+        raise CheckpointError(f"{info.folder}: cannot load the checkpoint ({type(exc).__name__}: "
                               f"{_one_line(exc)})") from None
     run.model.eval()
-    meta = run.metadata
-    folder = p / "checkpoint" if (p / "checkpoint" / "metadata.json").is_file() else p
     try:
-        cam_scale = cam_scale_from_metadata(meta)
+        cam_scale = cam_scale_from_metadata(run.metadata)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / 'metadata.json'}: {exc}") from None
-    schema_name = getattr(run.clinical.schema, "name", None)
-    default_name = folder.parent.name if folder.name == "checkpoint" else folder.name
-    name = str(meta.get("name") or meta.get("model_name") or schema_name or default_name)
-    version = str(meta.get("version") or meta.get("model_version") or meta.get("package_version") or "")
-    return LoadedModel(run=run, path=folder, device=dev, name=name, version=version,
-                       weights_sha256=str(meta.get("weights_sha256", "")), cam_scale=cam_scale,
+        raise CheckpointError(f"{info.folder / 'metadata.json'}: {exc}") from None
+    return LoadedModel(run=run, path=info.folder, device=dev, name=info.name, version=info.version,
+                       weights_sha256=info.weights_sha256, cam_scale=cam_scale,
                        load_seconds=time.perf_counter() - t0)
 
 
@@ -223,77 +265,6 @@ def check_image_for_model(image: Any, path: str | os.PathLike) -> None:
     if y < MIN_IN_PLANE or x < MIN_IN_PLANE:
         raise ImageReadError(path, f"is only {x}x{y} pixels in-plane; the model needs at least "
                                    f"{MIN_IN_PLANE}x{MIN_IN_PLANE}")
-
-
-# ------------------------------------------------------------------------------------------ metrics hook
-@dataclasses.dataclass
-class ExplainedCase:
-    """Everything about one explained case that a quality metric may need (model space unless named).
-
-    model (eval mode, on ``device``); images (1, Z, 1, H, W) float32 tensor; slice_mask (1, Z) bool;
-    clin_values (1, F) float32 / clin_missing (1, F) bool tensors; target (explained class index);
-    classes; image (the input :class:`~mmxai_core.io.Image`, patient grid); record (PreprocessRecord);
-    explanation (:class:`~mmxai_core.explain.ImageExplanation`: heatmap_model (Z, H, W) in [0, 1],
-    heatmap_raw_model, rollout_model, crossmodal_model {field: (Z, H, W)}, clinical_attention,
-    normalisation); shapley (:class:`~mmxai_core.explain.ShapleyResult`); modality
-    (:class:`~mmxai_core.explain.ModalitySplit`); value_function (its CoalitionValue: image encoded);
-    clinical (fitted ClinicalPreprocessor); entered ({field: parsed value or None}); cam_scale (or None)
-    and normalise (``model`` | ``case``); seed.
-    """
-
-    model: Any
-    device: Any
-    images: Any
-    slice_mask: Any
-    clin_values: Any
-    clin_missing: Any
-    target: int
-    classes: list[str]
-    image: Any
-    record: Any
-    explanation: Any
-    shapley: Any
-    modality: Any
-    value_function: Any
-    clinical: Any
-    entered: dict[str, Any]
-    cam_scale: float | None
-    normalise: str
-    seed: int = 0
-
-
-def metric_function(name: str) -> Callable[[ExplainedCase], dict] | None:
-    """``mmxai_core.explain.metrics.<name>.for_case``, or None when that module is not installed.
-
-    A module that exists but fails to import is a bug and raises.
-    """
-    import importlib
-
-    module_name = f"{METRICS_PACKAGE}.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            return None
-        raise
-    fn = getattr(module, "for_case", None)
-    return fn if callable(fn) else None
-
-
-def check_metrics_available(names: Sequence[str]) -> dict[str, Callable[[ExplainedCase], dict]]:
-    """The metric functions of ``names``; raises MMXAIError naming each one that is not available."""
-    found, absent = {}, []
-    for name in names:
-        fn = metric_function(name)
-        if fn is None:
-            absent.append(name)
-        else:
-            found[name] = fn
-    if absent:
-        raise MMXAIError(f"--metrics: {', '.join(absent)} not available in this installation "
-                         f"({', '.join(f'{METRICS_PACKAGE}.{n}.for_case' for n in absent)} missing); "
-                         "run without --metrics")
-    return found
 
 
 # ------------------------------------------------------------------------------------------ one case
@@ -389,8 +360,8 @@ def explain_case(model: LoadedModel, image: Any, clinical: Mapping[str, Any], ou
                          explanation=explanation, shapley=shapley, modality=modality, value_function=vf,
                          clinical=run.clinical, entered=dict(clinical), cam_scale=model.cam_scale,
                          normalise=normalise, seed=options.seed)
-    progress("metrics", STEP_FRACTIONS["metrics"], "coherence" + (" and " + ", ".join(options.metrics)
-                                                                   if options.metrics else ""))
+    progress("metrics", STEP_FRACTIONS["metrics"], "cross-modal coherence" + (
+        " and " + ", ".join(options.metrics) if options.metrics else ""))
     t = time.perf_counter()
     coherence = _coherence(case, notes)
     metrics: dict[str, Any] = {}
@@ -437,8 +408,8 @@ def _target_index(name: str | None, classes: Sequence[str]) -> int | None:
 def _coherence(case: ExplainedCase, notes: list[str]) -> dict[str, Any] | None:
     fn = metric_function("coherence")
     if fn is None:
-        notes.append(f"Cross-modal coherence is not available in this installation "
-                     f"({METRICS_PACKAGE}.coherence.for_case); it is left out.")
+        notes.append("Cross-modal coherence is not available in this installation "
+                     "(mmxai_core.explain.metrics.coherence); it is left out.")
         return None
     try:
         return _jsonable(fn(case))
@@ -548,7 +519,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 # ------------------------------------------------------------------------------------------ identity
-def case_identity(model: LoadedModel, image_path: str | os.PathLike, series_uid: str | None,
+def case_identity(model: CheckpointInfo | LoadedModel, image_path: str | os.PathLike, series_uid: str | None,
                   clinical: Mapping[str, Any], options: ExplainOptions) -> dict[str, Any]:
     """``{"inputs_sha256": ...}``: a hash of everything that determines an explanation (the image's bytes,
     series, clinical values, model weights, options, package version); two runs with the same hash
@@ -562,29 +533,53 @@ def case_identity(model: LoadedModel, image_path: str | os.PathLike, series_uid:
     return {"inputs_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def explain_to_folder(model: LoadedModel, image_path: str | os.PathLike, clinical: Mapping[str, Any],
-                      dest: str | os.PathLike, options: ExplainOptions | None = None, *,
-                      series_uid: str | None = None, force: bool = False, progress: Progress = _quiet,
-                      what: str = "--out") -> dict[str, Any]:
-    """Read, check, explain and publish one case to ``dest`` (complete or not at all).
+@dataclasses.dataclass
+class PreparedCase:
+    """A case whose inputs were read and accepted: image path, series, the image, parsed clinical values,
+    its identity (:func:`case_identity`) and the seconds spent reading."""
 
-    Everything the user can get wrong (image, clinical values, options, the output folder) is checked
-    before any folder is made; on any error the staging folder is removed.
-    """
+    image_path: Path
+    series_uid: str | None
+    image: Any
+    clinical: dict[str, Any]
+    identity: dict[str, Any]
+    timings: dict[str, float]
+
+
+def prepare_case(model: CheckpointInfo | LoadedModel, image_path: str | os.PathLike, clinical: Mapping[str, Any],
+                 options: ExplainOptions | None = None, series_uid: str | None = None) -> PreparedCase:
+    """Check the options against the model, read and check the image, hash the inputs (no torch needed
+    with a :class:`CheckpointInfo`). Raises MMXAIError naming what is wrong."""
     options = options or ExplainOptions()
     check_metrics_available(options.metrics)
     _target_index(options.target_class, model.classes)
-    progress("load", STEP_FRACTIONS["load"], "reading the image")
     t = time.perf_counter()
     image = read_case_image(image_path, series_uid)
     identity = case_identity(model, image_path, series_uid, clinical, options)
-    timings = {"load_model": model.load_seconds, "load": time.perf_counter() - t}
-    check_output_folder(dest, identity["inputs_sha256"], force, what)
+    return PreparedCase(Path(image_path), series_uid, image, dict(clinical), identity,
+                        {"load": time.perf_counter() - t})
+
+
+def explain_to_folder(model: LoadedModel, image_path: str | os.PathLike, clinical: Mapping[str, Any],
+                      dest: str | os.PathLike, options: ExplainOptions | None = None, *,
+                      series_uid: str | None = None, force: bool = False, progress: Progress = _quiet,
+                      what: str = "--out", prepared: PreparedCase | None = None) -> dict[str, Any]:
+    """Read, check, explain and publish one case to ``dest`` (complete or not at all).
+
+    Everything the user can get wrong (image, clinical values, options, the output folder) is checked
+    before any folder is made; on any error the staging folder is removed. ``prepared`` (from
+    :func:`prepare_case` with the same inputs) skips reading the image again.
+    """
+    options = options or ExplainOptions()
+    progress("load", STEP_FRACTIONS["load"], "reading the image")
+    case = prepared or prepare_case(model, image_path, clinical, options, series_uid)
+    timings = {"load_model": model.load_seconds, **case.timings}
+    check_output_folder(dest, case.identity["inputs_sha256"], force, what)
     remove_stale_partials(Path(dest).parent, Path(dest).name)
     staging = staging_folder(dest)
     try:
-        result = explain_case(model, image, clinical, staging, options, progress=progress, timings=timings,
-                              image_path=image_path, identity=identity)
+        result = explain_case(model, case.image, case.clinical, staging, options, progress=progress,
+                              timings=timings, image_path=case.image_path, identity=case.identity)
         publish_folder(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -592,8 +587,9 @@ def explain_to_folder(model: LoadedModel, image_path: str | os.PathLike, clinica
     return result
 
 
-__all__ = ["ExplainOptions", "ExplainedCase", "LoadedModel", "METRIC_NAMES", "RESULT_FILE", "REPORT_FILE",
-           "SHAP_FILE", "STEP_FRACTIONS", "build_result", "case_identity", "check_image_for_model",
-           "check_metrics_available", "check_output_folder", "explain_case", "explain_to_folder", "input_sha256",
-           "load_model", "metric_function", "parse_metric_names", "publish_folder", "read_case_image",
-           "read_result", "remove_stale_partials", "staging_folder"]
+__all__ = ["METRIC_NAMES", "REPORT_FILE", "RESULT_FILE", "SHAP_FILE", "STEP_FRACTIONS", "CheckpointInfo",
+           "ExplainOptions", "ExplainedCase", "LoadedModel", "PreparedCase", "build_result", "case_identity",
+           "check_image_for_model", "check_metrics_available", "check_output_folder", "checkpoint_info",
+           "explain_case", "explain_to_folder", "input_sha256", "load_model", "metric_function",
+           "parse_metric_names", "prepare_case", "publish_folder", "read_case_image", "read_result",
+           "remove_stale_partials", "staging_folder"]

@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -99,29 +98,27 @@ class EventStream:
 def run_request(request: WorkerRequest, emit: EventStream) -> tuple[Path, dict[str, str]]:
     """Explain the case of ``request`` into its ``output_dir``; returns (result.json path, files)."""
     from mmxai_core.explain.clinical_input import validate_clinical
-    from mmxai_core.explain.pipeline import (RESULT_FILE, STEP_FRACTIONS, ExplainOptions, case_identity,
-                                             check_metrics_available, explain_case, load_model, read_case_image)
+    from mmxai_core.explain.pipeline import (RESULT_FILE, STEP_FRACTIONS, ExplainOptions, checkpoint_info,
+                                             explain_case, load_model, prepare_case)
 
     def progress(step: str, fraction: float, message: str) -> None:
         emit.emit("progress", step=step, fraction=round(float(fraction), 4), message=message)
 
     options = ExplainOptions.from_mapping(request.options, source="request 'options'")
-    check_metrics_available(options.metrics)
-    progress("load", STEP_FRACTIONS["load"], "loading the model")
-    model = load_model(request.checkpoint, request.device)
-    clinical = validate_clinical(request.clinical, model.run.clinical.schema, source="clinical values")
-    progress("load", STEP_FRACTIONS["load"] + 0.05, "reading the image")
-    t = time.perf_counter()
-    image = read_case_image(request.image, request.series_uid)
-    identity = case_identity(model, request.image, request.series_uid, clinical, options)
-    timings = {"load_model": model.load_seconds, "load": time.perf_counter() - t}
+    progress("load", STEP_FRACTIONS["load"], "checking the inputs")
+    info = checkpoint_info(request.checkpoint)  # metadata only: bad values are refused in a moment
+    clinical = validate_clinical(request.clinical, info.schema, source="clinical values")
+    case = prepare_case(info, request.image, clinical, options, request.series_uid)
+    progress("load", STEP_FRACTIONS["load"] + 0.05, "loading the model")
+    model = load_model(request.checkpoint, request.device, info=info)
+    timings = {"load_model": model.load_seconds, **case.timings}
 
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-", dir=out))
     try:
-        result = explain_case(model, image, clinical, staging, options, progress=progress, timings=timings,
-                              image_path=request.image, identity=identity)
+        result = explain_case(model, case.image, clinical, staging, options, progress=progress,
+                              timings=timings, image_path=request.image, identity=case.identity)
         names = sorted((p.name for p in staging.iterdir()), key=lambda n: n == RESULT_FILE)  # result.json last
         for name in names:
             os.replace(staging / name, out / name)
