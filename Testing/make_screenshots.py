@@ -104,7 +104,7 @@ def render_slice(scene, background, label, ras, path: Path, size: int = 560) -> 
     slice_logic.FitSliceToAll()
     fov = list(slice_node.GetFieldOfView())
     slice_node.SetFieldOfView(fov[0] * 0.92, fov[1] * 0.92, fov[2])
-    slice_node.JumpSliceByCentering(*ras)
+    slice_node.JumpSliceByOffsetting(*ras)  # the slice through the heatmap maximum, the whole volume in view
     conn = slice_logic.GetImageDataConnection()
     writer = vtk.vtkPNGWriter()
     writer.SetFileName(str(path))
@@ -115,11 +115,19 @@ def render_slice(scene, background, label, ras, path: Path, size: int = 560) -> 
     writer.Write()
 
 
+def _ckpt_name(p: Path) -> str:
+    return f"{p.parent.name}/{p.name}" if p.name == "checkpoint" else p.name
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(C.ROOT / "Resources" / "Screenshots"))
     ap.add_argument("--worker", choices=["auto", "real", "fake"], default="auto")
+    ap.add_argument("--checkpoint", help="run the real worker with this checkpoint instead of the demo model")
     args = ap.parse_args(argv)
+    if args.checkpoint:
+        C.DEMO_MODEL = Path(args.checkpoint)
+        args.worker = "real"
     reason = C.real_worker_skip_reason()
     kind = args.worker if args.worker != "auto" else ("real" if reason is None else "fake")
     if kind == "real" and reason:
@@ -157,7 +165,7 @@ def main(argv=None) -> int:
         selector = SceneVolumeSelector(tk, logic)
         view = PanelView(tk, selector)
         store = ParameterStore(get_parameter_node(scene))
-        if kind == "fake":
+        if kind == "fake" or args.checkpoint:
             store.set("ModelChoice", "custom")
             store.set("ModelPath", str(worker.checkpoint))
         presenter = PanelPresenter(view, logic, store)
@@ -189,15 +197,17 @@ def main(argv=None) -> int:
         ras = C.ras_of_ijk(outputs.heatmap_node, (i, j, k))
         overlay = out_dir / "overlay.png"
         render_slice(scene, vol, outputs.label_node, ras, overlay)
-        who = "Real worker + demo model" if kind == "real" else "TEST-DOUBLE worker (placeholder heatmap)"
+        who = ("TEST-DOUBLE worker (placeholder heatmap)" if kind == "fake" else
+               f"Real worker, checkpoint {_ckpt_name(Path(args.checkpoint))}" if args.checkpoint else "Real worker + demo model")
         pred = outputs.result.prediction
         p_cls = (pred.get("probabilities") or {}).get(pred.get("class"), float("nan"))
         caption(overlay, ["Research use only - not for diagnosis.",
                           "MMXAI heatmap bins on a synthetic breast MR (axial),",
                           "drawn by Slicer's slice pipeline (label layer over the MR).",
                           f"{who}:", f"predicted {pred.get('class')}, p = {p_cls:.2f}"], 560)
-        view.widget.resize(460, 1640)
         view.widget.show()
+        app.processEvents()
+        view.widget.resize(460, max(1500, view.widget.sizeHint().height() + 40))
         app.processEvents()
         view.widget.grab().save(str(out_dir / "panel.png"))
         print(json.dumps({"worker": kind, "overlay": str(overlay), "panel": str(out_dir / "panel.png"),
