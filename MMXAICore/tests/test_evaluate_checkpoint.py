@@ -54,7 +54,7 @@ def test_checkpoint_stores_the_models_cam_scale(trained):
     entry = meta["explain"]
     assert math.isfinite(entry["cam_scale"]) and entry["cam_scale"] > 0
     assert entry["percentile"] == 99.0
-    assert entry["n_cases"] == min(64, len(result.predictions["val"]))
+    assert entry["n_cases"] == min(32, len(result.predictions["val"]))
     from mmxai_core.explain.gradcam import cam_scale_from_metadata
     assert cam_scale_from_metadata(meta) == pytest.approx(entry["cam_scale"])
 

@@ -410,7 +410,7 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
 #: Grad-CAM++ normalisation scale stored in the checkpoint (``metadata["explain"]``): this percentile of the
 #: raw map values over at most this many validation cases (see :func:`mmxai_core.explain.gradcam.calibrate_cam_scale`).
 CAM_SCALE_PERCENTILE = 99.0
-CAM_SCALE_MAX_CASES = 64
+CAM_SCALE_MAX_CASES = 32
 
 
 def cam_scale_entry(model: Any, dataset: Any, batch_size: int = 4, percentile: float = CAM_SCALE_PERCENTILE,
