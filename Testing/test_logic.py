@@ -200,15 +200,23 @@ def test_cancel_kills_the_process_tree_and_removes_the_folder(scene, tmp_path, f
     worker_pid, child_pid = (int(x) for x in pidfile.read_text().split())
     assert temp_leftovers(tmp_path) != []
     job.cancel()
-    assert job.state == "cancelled" and finished and finished[-1]["state"] == "cancelled"
-    assert temp_leftovers(tmp_path) == []
-    for _ in range(100):
+    assert job.state == "cancelled" and finished and finished[-1]["state"] == "cancelled", (job.state, finished)
+    assert temp_leftovers(tmp_path) == [], temp_leftovers(tmp_path)
+    for _ in range(250):
         job.poll(0.02)
         if not (_alive(worker_pid) or _alive(child_pid)):
             break
-    assert not _alive(worker_pid) and not _alive(child_pid), "cancel must kill the worker and its children"
+    assert not _alive(worker_pid) and not _alive(child_pid), (
+        "cancel must kill the worker and its children: " + _ps(worker_pid, child_pid))
     assert _count_nodes(scene) == count
     assert os.path.exists(str(fake_worker.checkpoint))
+
+
+def _ps(*pids) -> str:
+    import subprocess
+
+    return subprocess.run(["ps", "-o", "pid,ppid,pgid,stat,cmd", "-p", ",".join(map(str, pids))],
+                          capture_output=True, text=True).stdout
 
 
 def _alive(pid: int) -> bool:

@@ -75,7 +75,10 @@ def demo_model_available() -> bool:
 
 def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
     """Read ``metadata.json`` of the checkpoint folder ``path``; CheckpointInfoError in plain words."""
-    core.ensure_core_importable()
+    try:
+        core.ensure_core_importable()
+    except ImportError as exc:
+        raise CheckpointInfoError(str(exc)) from None
     from mmxai_core.data.schema import ClinicalSchema
     from mmxai_core.errors import SchemaError
 

@@ -289,7 +289,10 @@ class MMXAISlicerLogic:
         """Check everything, write the request and start the worker; returns at once."""
         if self.current_job is not None and not self.current_job.finished:
             raise RunError("A case is already running; wait for it or cancel it.", kind="busy")
-        core.ensure_core_importable()
+        try:
+            core.ensure_core_importable()
+        except ImportError as exc:
+            raise RunError(str(exc), kind="start") from None
         self.check_volume(volume_node)
         info = self.check_checkpoint(model_path)
         clinical = self.check_clinical(info, clinical_values)
