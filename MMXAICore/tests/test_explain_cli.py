@@ -13,6 +13,7 @@ import pytest
 from test_explain_cli_support import leftovers, run_explain, tiny_run
 
 from mmxai_core import RESEARCH_USE_NOTICE
+from mmxai_core.errors import MMXAIError
 from mmxai_core.io import read_image
 
 FILES = ("result.json", "heatmap.nrrd", "heatmap_label.nrrd", "heatmap_bins.json", "overlay.png", "shap.png",
@@ -102,10 +103,21 @@ def test_volume_with_all_fields_unknown_and_overwrite_rules(tiny, tmp_path):
     other = run_explain(*args[:4], "--clinical", '{"age": 40}', *args[6:])
     assert other.returncode == 2 and "other inputs" in other.stderr
     assert json.loads((out / "result.json").read_text()) == r           # untouched
-    forced = run_explain(*args, "--force")
-    assert forced.returncode == 0, forced.stderr
+    # --force replaces it (in-process: the same code path as the command, without a second start-up)
+    import torch
+
+    from mmxai_core.explain.clinical_input import validate_clinical
+    from mmxai_core.explain.pipeline import explain_to_folder, load_model
+
+    torch.set_num_threads(1)
+    model = load_model(tiny.run, "cpu")
+    with pytest.raises(MMXAIError, match="same inputs"):
+        explain_to_folder(model, tiny.image("mr"), validate_clinical({}, model.run.clinical.schema), out)
+    forced = explain_to_folder(model, tiny.image("mr"), validate_clinical({}, model.run.clinical.schema), out,
+                               force=True)
+    assert forced["identity"] == r["identity"] and forced["prediction"] == r["prediction"]
+    assert json.loads((out / "result.json").read_text())["timings_s"] == forced["timings_s"]
     assert leftovers(tmp_path) == []
-    assert json.loads((out / "result.json").read_text())["identity"] == r["identity"]
 
 
 def test_a_folder_that_is_not_an_explain_output_is_never_replaced(tiny, tmp_path):

@@ -24,7 +24,7 @@ def case_folders(out):
     return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def small_manifest(tiny, n_test=4):
+def small_manifest(tiny, n_test=3):
     """A manifest beside the cohort's with ``n_test`` rows of test patients and one of a training patient."""
     splits = json.loads((tiny.run / "splits.json").read_text())["patients"]
     with tiny.manifest.open() as fh:

@@ -43,6 +43,22 @@ class TinyRun:
                     return self.cohort / row["image"]
         raise LookupError(kind)
 
+    def oblique_mr(self) -> Path:
+        """The first MR series whose direction is not axis-aligned (the hard case for geometry)."""
+        import csv
+
+        import numpy as np
+
+        from mmxai_core.io import read_geometry
+
+        with self.manifest.open() as fh:
+            for row in csv.DictReader(fh):
+                if row["dataset"] == "synth-mr":
+                    d = np.asarray(read_geometry(self.cohort / row["image"]).direction)
+                    if np.abs(np.abs(d) - np.eye(3)).max() > 1e-3 and np.abs(np.abs(d).max(0) - 1).max() > 1e-3:
+                        return self.cohort / row["image"]
+        raise LookupError("no oblique MR series in the cohort")
+
 
 def tiny_run(tmp_path_factory) -> TinyRun:
     """Train (once per session, under a file lock) or reuse the tiny run."""

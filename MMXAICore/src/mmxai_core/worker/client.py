@@ -66,15 +66,17 @@ class WorkerOutcome:
         return self.status == "result"
 
 
-def _request_file(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike, tmp: Path) -> tuple[Path, Path]:
-    """(request file, output_dir): a file path is used as is; a request object is written to ``tmp``."""
+def _request_file(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike, tmp: Path
+                  ) -> tuple[Path, Path | None]:
+    """(request file, output_dir or None): a file path is used as is; a request object is written to
+    ``tmp``."""
     if isinstance(request, (str, os.PathLike)):
         path = Path(request)
         try:
-            out = Path(json.loads(path.read_text(encoding="utf-8")).get("output_dir") or "")
+            out = json.loads(path.read_text(encoding="utf-8")).get("output_dir")
         except (OSError, ValueError, AttributeError):
-            out = Path("")
-        return path, out
+            out = None
+        return path, Path(out) if isinstance(out, str) and out else None
     req = request if isinstance(request, WorkerRequest) else WorkerRequest.from_dict(request)
     path = tmp / "request.json"
     path.write_text(json.dumps(req.to_dict()), encoding="utf-8")
@@ -201,9 +203,9 @@ def _outcome(final: dict[str, Any] | None, code: int, timed_out: bool, problem: 
     return WorkerOutcome("error", code, message, kind=kind)
 
 
-def _remove_partials(out_dir: Path) -> None:
+def _remove_partials(out_dir: Path | None) -> None:
     """Remove the worker's ``.partial-*`` staging folders from ``out_dir`` (after a failed run)."""
-    if not str(out_dir) or not out_dir.is_dir():
+    if out_dir is None or not out_dir.is_dir():
         return
     for entry in out_dir.iterdir():
         if entry.name.startswith(".partial-") and entry.is_dir():
