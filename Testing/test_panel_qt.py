@@ -138,3 +138,33 @@ def test_panel_error_and_cancel(app, scene, tmp_path, fake_worker):
     assert "single-channel" in view.status.text() and p.job is None and view.run_button.isEnabled()
     view.widget.close()
     selector.close()
+
+
+def test_toolkit_adapters_read_properties_the_way_each_toolkit_spells_them(app):
+    """PythonQt exposes Qt properties as attributes and connects by C++ signature; PyQt5 uses getter methods
+    and bound signals. The view only reads and connects through the adapter."""
+    from types import SimpleNamespace
+
+    from MMXAISlicerLib.view import PythonQtToolkit
+
+    connected = []
+    fake_qt = SimpleNamespace(Qt=SimpleNamespace(Horizontal=1), QLabel=object)
+    pyqt_like = PythonQtToolkit(fake_qt)
+    spin = SimpleNamespace(value=42.5, isChecked=lambda: True,
+                           connect=lambda sig, fn: connected.append((sig, fn)))
+    assert pyqt_like.get(spin, "value") == 42.5 and pyqt_like.get(spin, "isChecked") is True
+    pyqt_like.connect(spin, "valueChanged(double)", print)
+    assert connected == [("valueChanged(double)", print)]
+    tk = PyQt5Toolkit()
+    real_spin = tk.cls("QDoubleSpinBox")()
+    real_spin.setRange(0, 100)
+    seen = []
+    tk.connect(real_spin, "valueChanged(double)", lambda v: seen.append(v))
+    real_spin.setValue(12.5)
+    assert tk.get(real_spin, "value") == 12.5 and seen == [12.5]
+    combo = tk.cls("QComboBox")()
+    got = []
+    tk.connect(combo, "currentIndexChanged(int)", lambda i: got.append(i))
+    combo.addItems(["a", "b"])
+    combo.setCurrentIndex(1)
+    assert got[-1] == 1 and isinstance(got[-1], int)
