@@ -223,7 +223,7 @@ def plan_batch(model: CheckpointInfo | LoadedModel, manifest_path: str | os.Path
     out = Path(out_dir)
     prepare_batch_folder(out, identity, force)
     lock = acquire_lock(out)
-    remove_stale_partials(out)
+    remove_stale_partials(out, check_pid=False)   # locked: every partial folder here is a killed run's
     pending = [c for c in cases if not (out / c.name / RESULT_FILE).is_file()]
     return BatchPlan(out, cases, pending, identity, list(model.classes), lock)
 

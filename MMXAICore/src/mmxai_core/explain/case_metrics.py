@@ -99,9 +99,11 @@ def _get(d: Any, *path: str) -> Any:
 
 # ------------------------------------------------------------------------------------------ adapters
 def _coherence(mod: Any, case: ExplainedCase) -> dict:
+    # The token-level Grad-CAM++ result (CamResult) is reused when the image explanation carries one;
+    # otherwise case_coherence computes it again (one more forward + backward pass).
     out = mod.case_coherence(case.model, case.images, case.clin_values, case.clin_missing,
                              slice_mask=case.slice_mask, target=case.target, split=case.modality,
-                             shapley=case.shapley)
+                             shapley=case.shapley, cam=getattr(case.explanation, "cam", None))
     definition = _get(out, "parameters", "definition")
     direction = _get(out, "parameters", "direction")
     return {"score": out.get("coherence"),

@@ -107,9 +107,11 @@ def publish_folder(staging: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return d
 
 
-def remove_stale_partials(parent: str | os.PathLike, name: str | None = None) -> list[Path]:
+def remove_stale_partials(parent: str | os.PathLike, name: str | None = None, *, check_pid: bool = True
+                          ) -> list[Path]:
     """Remove ``.NAME.partial-PID-*`` folders in ``parent`` whose process is gone (a killed run); with
-    ``name`` only those of that output. Returns what was removed."""
+    ``name`` only those of that output; with ``check_pid=False`` all of them (for a folder the caller has
+    locked, where no other process can be writing). Returns what was removed."""
     removed = []
     p = Path(parent)
     if not p.is_dir():
@@ -118,7 +120,7 @@ def remove_stale_partials(parent: str | os.PathLike, name: str | None = None) ->
         m = _PARTIAL.match(entry.name)
         if not m or not entry.is_dir() or (name is not None and m.group("name") != name):
             continue
-        if _pid_alive(int(m.group("pid"))):
+        if check_pid and _pid_alive(int(m.group("pid"))):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)

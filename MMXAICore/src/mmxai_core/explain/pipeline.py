@@ -288,11 +288,7 @@ def explain_case(model: LoadedModel, image: Any, clinical: Mapping[str, Any], ou
     Raises:
         MMXAIError: the image cannot be prepared, an unknown ``target_class``, a metric not available.
     """
-    import torch
-
-    from mmxai_core.data.image_preprocess import ImagePreprocessor
-    from mmxai_core.errors import PreprocessingError
-    from mmxai_core.explain.clinical_input import clinical_arrays, displayed
+    from mmxai_core.explain.clinical_input import displayed
     from mmxai_core.explain.modality import split_of_game
     from mmxai_core.explain.shapley import shapley_of_game
     from mmxai_core.explain.to_patient import explain_image
@@ -300,35 +296,23 @@ def explain_case(model: LoadedModel, image: Any, clinical: Mapping[str, Any], ou
 
     options = options or ExplainOptions()
     out = Path(out_dir)
-    run, dev = model.run, model.device
+    run = model.run
     timings = dict(timings or {})
     notes: list[str] = []
-    where = image_path if image_path is not None else "image"
     metric_fns = check_metrics_available(options.metrics)
     target = _target_index(options.target_class, model.classes)
+    if not getattr(run.model, "uses_image", True):
+        raise MMXAIError(f"{model.path}: a '{getattr(run.model, 'variant', '?')}' model has no image branch: "
+                         "there is no image to explain")
 
     progress("preprocess", STEP_FRACTIONS["preprocess"], "preparing the image for the model")
     t = time.perf_counter()
-    try:
-        model_array, record = ImagePreprocessor(run.image_preprocess).apply(image)
-    except MMXAIError as exc:
-        raise PreprocessingError(f"{where}: cannot be prepared for the model: {_one_line(exc)}") from None
-    except (RuntimeError, ValueError) as exc:
-        raise ImageReadError(where, f"cannot be prepared for the model ({_one_line(exc)})") from None
-    values, missing = clinical_arrays(clinical, run.clinical)
-    images = torch.from_numpy(np.ascontiguousarray(model_array, dtype=np.float32))[None, :, None].to(dev)
-    z = int(images.shape[1])
-    slice_mask = torch.ones(1, z, dtype=torch.bool, device=dev)
-    clin_v = torch.from_numpy(values)[None].to(dev)
-    clin_m = torch.from_numpy(missing)[None].to(dev)
+    x = _model_input(model, image, clinical, image_path if image_path is not None else "image")
     timings["preprocess"] = time.perf_counter() - t
 
     progress("predict", STEP_FRACTIONS["predict"], "predicting")
     t = time.perf_counter()
-    with torch.inference_mode():
-        output = run.model(images, slice_mask, None, clin_v, clin_m)
-    probs = output.probs[0].double().cpu().numpy()
-    predicted = int(run.decide(probs[None])[0])
+    probs, predicted = _predict(model, x)
     if target is None:
         target = 1 if len(model.classes) == 2 else predicted
     timings["predict"] = time.perf_counter() - t
@@ -338,36 +322,33 @@ def explain_case(model: LoadedModel, image: Any, clinical: Mapping[str, Any], ou
     if model.cam_scale is None:
         notes.append("The checkpoint stores no fixed Grad-CAM++ scale (explain.cam_scale): the heatmap is "
                      "scaled to this case's maximum, so its brightness is not comparable between cases.")
-    explanation = explain_image(run.model, image, values, missing, record=record, model_array=model_array,
+    explanation = explain_image(run.model, image, x.values, x.missing, record=x.record, model_array=x.array,
                                 target_class=target, class_names=model.classes, cam_scale=model.cam_scale,
                                 normalise=normalise, out_dir=out, write_maps=options.write_maps)
     et = explanation.timings
     timings["gradcam"] = sum(et.get(k, 0.0) for k in ("gradcam", "rollout", "crossmodal", "to_patient"))
-    write_s = et.get("write", 0.0)
 
     progress("shapley", STEP_FRACTIONS["shapley"], "Shapley values of the clinical fields")
     t = time.perf_counter()
-    schema = run.clinical.schema
-    shown = displayed(clinical, schema)
-    vf = CoalitionValue(run.model, images, clin_v, clin_m, slice_mask=slice_mask, target=target)
+    shown = displayed(clinical, run.clinical.schema)
+    vf = CoalitionValue(run.model, x.images, x.clin_values, x.clin_missing, slice_mask=x.slice_mask, target=target)
     shapley = shapley_of_game(vf, seed=options.seed, entered=[shown[n] for n in vf.field_names],
                               preprocessor=run.clinical, class_names=model.classes)
     modality = split_of_game(vf)
     timings["shapley"] = time.perf_counter() - t
 
-    case = ExplainedCase(model=run.model, device=dev, images=images, slice_mask=slice_mask, clin_values=clin_v,
-                         clin_missing=clin_m, target=target, classes=model.classes, image=image, record=record,
-                         explanation=explanation, shapley=shapley, modality=modality, value_function=vf,
-                         clinical=run.clinical, entered=dict(clinical), cam_scale=model.cam_scale,
-                         normalise=normalise, seed=options.seed)
+    case = ExplainedCase(model=run.model, device=model.device, images=x.images, slice_mask=x.slice_mask,
+                         clin_values=x.clin_values, clin_missing=x.clin_missing, target=target,
+                         classes=model.classes, image=image, record=x.record, explanation=explanation,
+                         shapley=shapley, modality=modality, value_function=vf, clinical=run.clinical,
+                         entered=dict(clinical), cam_scale=model.cam_scale, normalise=normalise, seed=options.seed)
     progress("metrics", STEP_FRACTIONS["metrics"], "cross-modal coherence" + (
         " and " + ", ".join(options.metrics) if options.metrics else ""))
     t = time.perf_counter()
     coherence = _coherence(case, notes)
     metrics: dict[str, Any] = {}
     for k, (name, fn) in enumerate(metric_fns.items()):
-        progress("metrics", STEP_FRACTIONS["metrics"] + 0.2 * (k + 1) / (len(metric_fns) + 1) * 0.9,
-                 f"metric: {name}")
+        progress("metrics", STEP_FRACTIONS["metrics"] + 0.18 * (k + 1) / (len(metric_fns) + 1), f"metric: {name}")
         tm = time.perf_counter()
         metrics[name] = _jsonable(fn(case))
         timings[f"metric_{name}"] = time.perf_counter() - tm
@@ -381,19 +362,67 @@ def explain_case(model: LoadedModel, image: Any, clinical: Mapping[str, Any], ou
     files = {k: Path(v).name for k, v in explanation.files.items()}
     files["shap_plot"] = plot_shapley(shapley, out / SHAP_FILE).name
     files["report"] = REPORT_FILE
-    result = build_result(model, image, record, probs, predicted, target, explanation, shapley, modality,
+    result = build_result(model, image, x.record, probs, predicted, target, explanation, shapley, modality,
                           clinical, shown, coherence, metrics, files, options, notes, identity)
-    timings["write"] = write_s + (time.perf_counter() - t)
-    result["timings_s"] = _round_timings(timings)
-    write_report_html(result, out, out / REPORT_FILE)
-    timings["write"] = write_s + (time.perf_counter() - t)
-    timings["total"] = sum(v for k, v in timings.items() if k in ("load_model", "load", "preprocess", "predict",
-                                                                  "gradcam", "shapley", "metrics", "write"))
-    result["timings_s"] = _round_timings(timings)
+    for final in (False, True):     # the report shows the timings up to its own writing; result.json all
+        timings["write"] = et.get("write", 0.0) + (time.perf_counter() - t)
+        timings["total"] = sum(timings.get(k, 0.0) for k in ("load_model", "load", "preprocess", "predict",
+                                                             "gradcam", "shapley", "metrics", "write"))
+        result["timings_s"] = _round_timings(timings)
+        if not final:
+            write_report_html(result, out, out / REPORT_FILE)
     from mmxai_core.utils.atomic import write_json_atomic
 
     write_json_atomic(out / RESULT_FILE, result)
     return result
+
+
+@dataclasses.dataclass
+class _ModelInput:
+    """One case as the model takes it: ``array`` (Z, H, W) + ``record``; clinical ``values`` / ``missing``
+    (F,) numpy; and the tensors on the model's device: images (1, Z, 1, H, W), slice_mask (1, Z),
+    clin_values / clin_missing (1, F)."""
+
+    array: np.ndarray
+    record: Any
+    values: np.ndarray
+    missing: np.ndarray
+    images: Any
+    slice_mask: Any
+    clin_values: Any
+    clin_missing: Any
+
+
+def _model_input(model: LoadedModel, image: Any, clinical: Mapping[str, Any], where: Any) -> _ModelInput:
+    import torch
+
+    from mmxai_core.data.image_preprocess import ImagePreprocessor
+    from mmxai_core.errors import PreprocessingError
+    from mmxai_core.explain.clinical_input import clinical_arrays
+
+    try:
+        array, record = ImagePreprocessor(model.run.image_preprocess).apply(image)
+    except MMXAIError as exc:
+        raise PreprocessingError(f"{where}: cannot be prepared for the model: {_one_line(exc)}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise ImageReadError(where, f"cannot be prepared for the model ({_one_line(exc)})") from None
+    values, missing = clinical_arrays(clinical, model.run.clinical)
+    dev = model.device
+    images = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, :, None].to(dev)
+    return _ModelInput(array=array, record=record, values=values, missing=missing, images=images,
+                       slice_mask=torch.ones(1, int(images.shape[1]), dtype=torch.bool, device=dev),
+                       clin_values=torch.from_numpy(values)[None].to(dev),
+                       clin_missing=torch.from_numpy(missing)[None].to(dev))
+
+
+def _predict(model: LoadedModel, x: _ModelInput) -> tuple[np.ndarray, int]:
+    """(probabilities (C,) float64, predicted class index: the threshold rule for a binary model)."""
+    import torch
+
+    with torch.inference_mode():
+        output = model.run.model(x.images, x.slice_mask, None, x.clin_values, x.clin_missing)
+    probs = output.probs[0].double().cpu().numpy()
+    return probs, int(model.run.decide(probs[None])[0])
 
 
 def _target_index(name: str | None, classes: Sequence[str]) -> int | None:
