@@ -85,8 +85,6 @@ def read_volume_file(path: str, class_name: str = "vtkMRMLScalarVolumeNode"):
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
     storage.SetSingleFile(True)
-    if class_name == "vtkMRMLLabelMapVolumeNode":
-        storage.SetCenterImage(False)
     if not storage.ReadData(node) or node.GetImageData() is None:
         raise OSError(f"cannot read {path}")
     return node

@@ -436,7 +436,6 @@ class PanelPresenter:
     def _show_outputs(self, outputs: RunOutputs) -> None:
         self.outputs = outputs
         res = outputs.result
-        self.threshold = max(self.threshold, 0.0)
         self.view.show_results(outputs.text, res.files.get("shap_plot"), res.files.get("overlay"))
         self.logic.show_overlay(outputs, self.volume_node(), self.opacity)
         if self.threshold > res.bins.threshold:
