@@ -90,3 +90,34 @@ def test_batch_killed_then_resumed_completes_only_the_missing_cases(tiny, tmp_pa
     other = run_explain(*args[:4], "--split", "train", "--splits", tiny.run / "splits.json", "--out", out)
     assert other.returncode == 2 and "holds a batch of other inputs" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_a_refused_case_is_recorded_and_the_batch_goes_on(tiny, tmp_path):
+    import shutil
+
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    from mmxai_core.explain.batch import explain_manifest
+    from mmxai_core.explain.pipeline import load_model
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    shutil.copy(tiny.image("mg"), folder / "mg.dcm")
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[..., 0] = 255
+    PILImage.fromarray(rgb, "RGB").save(folder / "photo.png")
+    (folder / "manifest.csv").write_text("patient_id,image,label,case_id,age\n"
+                                         "P1,photo.png,benign,c/1,50\nP2,mg.dcm,malignant,c/2,\n")
+    torch.set_num_threads(1)
+    model = load_model(tiny.run, "cpu")
+    lines = []
+    first = explain_manifest(model, folder / "manifest.csv", tmp_path / "out", progress_bar=False, log=lines.append)
+    assert (first.computed, first.failed, first.exit_code) == (1, 1, 2)
+    assert [r["status"] for r in first.rows] == ["refused", "complete"] and [r["case"] for r in first.rows] == ["c_1", "c_2"]
+    assert "colour image" in first.rows[0]["error"] and len(lines) == 1 and "c_1" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lock", "batch.json", "c_2", "summary.csv",
+                                                                     "summary.json"]
+    again = explain_manifest(model, folder / "manifest.csv", tmp_path / "out", progress_bar=False, log=lines.append)
+    assert (again.computed, again.skipped, again.failed) == (0, 1, 1)      # the refused case is tried again

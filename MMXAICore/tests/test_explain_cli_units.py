@@ -185,3 +185,26 @@ def test_case_folder_names_are_safe():
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert safe_name("a b/c\\d:e") == "a_b_c_d_e"
     assert safe_name("...") == "case" and len(safe_name("x" * 500)) == 120
+
+
+def test_a_failure_after_staging_leaves_nothing_behind(tmp_path, monkeypatch):
+    import types
+
+    from mmxai_core.explain import pipeline
+    from mmxai_core.io import write_image
+
+    write_image(Image(np.ones((1, 16, 16), np.float32)), tmp_path / "in.nrrd")
+    seen = {}
+
+    def broken(model, image, clinical, out_dir, *args, **kwargs):
+        seen["staging"] = out_dir
+        (out_dir / "heatmap.nrrd").write_text("half")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "explain_case", broken)
+    fake = types.SimpleNamespace(classes=["a", "b"], weights_sha256="w", load_seconds=0.0)
+    dest = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(RuntimeError, match="boom"):
+        pipeline.explain_to_folder(fake, tmp_path / "in.nrrd", {}, dest)
+    assert seen["staging"].parent == dest.parent and ".partial-" in seen["staging"].name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]

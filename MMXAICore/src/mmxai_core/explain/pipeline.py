@@ -25,6 +25,7 @@ renames it into place (:mod:`mmxai_core.explain.output_folder`): outputs appear 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -605,6 +606,7 @@ def explain_to_folder(model: LoadedModel, image_path: str | os.PathLike, clinica
     timings = {"load_model": model.load_seconds, **case.timings}
     check_output_folder(dest, case.identity["inputs_sha256"], force, what)
     remove_stale_partials(Path(dest).parent, Path(dest).name)
+    made = [p for p in reversed(Path(dest).absolute().parents) if not p.exists()]   # made for this output
     staging = staging_folder(dest)
     try:
         result = explain_case(model, case.image, case.clinical, staging, options, progress=progress,
@@ -612,6 +614,9 @@ def explain_to_folder(model: LoadedModel, image_path: str | os.PathLike, clinica
         publish_folder(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(made):      # leave nothing behind, not even the empty parents
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return result
 
