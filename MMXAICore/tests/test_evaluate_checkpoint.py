@@ -158,3 +158,24 @@ def test_xai_flag_is_a_clean_hook(trained, tmp_path, capsys):
                           str(out)])
     _refused(capsys, code, "not available yet")
     _nothing_written(out)
+
+
+def test_shipped_demo_model_loads_and_names_no_patient():
+    """The Slicer module's demo checkpoint: loads, under 10 MB, has the Grad-CAM++ scale, no patient ids."""
+    import re
+    from pathlib import Path
+
+    from mmxai_core.train.predict import load_run_checkpoint
+
+    folder = Path(__file__).resolve().parents[2] / "MMXAISlicer" / "Resources" / "DemoModel"
+    if not (folder / "metadata.json").is_file():
+        pytest.skip("the demo model is not shipped in this checkout")
+    loaded = load_run_checkpoint(folder)
+    assert loaded.classes == ["benign", "malignant"] and loaded.threshold is not None
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    assert size < 10 * 2**20
+    text = (folder / "metadata.json").read_text()
+    assert not re.search(r"(?<![A-Za-z0-9])P\d{4}(?![A-Za-z0-9])", text)   # synthetic patient ids look like P0001
+    assert "manifest.csv" not in text
+    assert loaded.metadata["explain"]["cam_scale"] > 0
+    assert "mmxai_core.demo" in loaded.metadata["provenance"]["made_by"]

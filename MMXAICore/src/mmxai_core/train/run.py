@@ -18,6 +18,11 @@ fingerprint the images, check the output folder, make or load the splits, fit th
 on the training rows, preprocess every image (NaN check, case named); only then write ``run.json``,
 ``config.resolved.yaml``, ``splits.json`` and the image cache, and train. See
 :mod:`mmxai_core.train.state` for the folder layout.
+
+The checkpoint's metadata also holds ``explain``: the model's fixed Grad-CAM++ normalisation scale
+(``explain.cam_scale``, the 99th percentile of raw map values over up to 32 validation cases, with the
+percentile and the number of cases; :func:`cam_scale_entry`), so heatmaps are scaled per model, not per case.
+Under ``torchrun`` (:mod:`mmxai_core.train.distributed`) every rank runs this function; rank 0 writes.
 """
 
 from __future__ import annotations
