@@ -3,6 +3,7 @@ Research use, not for diagnosis.
 
     mmxai-evaluate --model RUN_DIR/checkpoint --manifest M.csv [--schema S.yaml] \\
                    [--split test --splits RUN_DIR/splits.json] --out EVAL_DIR [--n-boot 1000] [--xai]
+                   [--xai-metrics stability,sanity] [--xai-max-cases N]
 
 Writes ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``reliability.png`` and ``predictions.csv`` to
 EVAL_DIR (see :mod:`mmxai_core.train.evaluate` for the definitions). Bad input: one line on stderr,
@@ -44,14 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", metavar="DIR", help="keep preprocessed images here for later runs")
     p.add_argument("--xai", action="store_true", help="also compute explanation metrics over the cases "
                    "(mmxai_core.explain.evaluate_xai; an error while it is not available)")
+    p.add_argument("--xai-metrics", metavar="LIST", help="with --xai: comma-separated subset of stability, "
+                   "faithfulness, sanity, localisation, coherence (default all)")
+    p.add_argument("--xai-max-cases", type=int, metavar="N", help="with --xai: explain only the first N cases "
+                   "(default all)")
     return p
 
 
 def _body(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    notice(PROG)
     from mmxai_core.errors import MMXAIError
 
+    xai_options = None
+    if (args.xai_metrics is not None or args.xai_max_cases is not None) and not args.xai:
+        raise MMXAIError("--xai-metrics / --xai-max-cases need --xai")
+    if args.xai:
+        from mmxai_core.explain.evaluate_xai import parse_xai_metrics
+
+        if args.xai_max_cases is not None and args.xai_max_cases < 1:
+            raise MMXAIError(f"--xai-max-cases must be >= 1, got {args.xai_max_cases}")
+        xai_options = {"metrics": parse_xai_metrics(args.xai_metrics), "max_cases": args.xai_max_cases,
+                       "n_boot": max(args.n_boot, 0), "seed": args.seed}
+    notice(PROG)
     if args.n_boot < 0:
         raise MMXAIError(f"--n-boot must be >= 0, got {args.n_boot}")
     if args.batch_size < 1:
@@ -65,7 +80,7 @@ def _body(argv: Sequence[str] | None) -> int:
     report = evaluate_checkpoint(args.model, args.manifest, args.out, args.schema, split=args.split,
                                  splits=args.splits, n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size,
                                  device=args.device, threads=args.threads, cache_dir=args.cache_dir, xai=args.xai,
-                                 log=say)
+                                 xai_options=xai_options, log=say)
     result = report.result
     name = result["inputs"]["split"] or "all"
     lines = metrics_summary(result, name)
@@ -79,6 +94,8 @@ def _body(argv: Sequence[str] | None) -> int:
     for w in result.get("warnings", []):
         lines.append(f"  warning: {w}")
     lines.append(f"reports: {report.files['metrics.md']}")
+    if "xai_summary.md" in report.files:
+        lines.append(f"explanation metrics: {report.files['xai_summary.md']}")
     print("\n".join(f"{PROG}: {line}" for line in lines), flush=True)
     return 0
 

@@ -197,7 +197,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, manifest: str | os.PathLik
                         n_boot: int = 1000, seed: int = 0, ci_level: float = 0.95, n_bins: int = 10,
                         batch_size: int = 16, device: str = "auto", threads: int | None = None,
                         cache_dir: str | os.PathLike | None = None, workers: int = 0, xai: bool = False,
-                        runtime: Any = None, log: Log | None = None) -> EvaluationReport:
+                        xai_options: dict | None = None, runtime: Any = None,
+                        log: Log | None = None) -> EvaluationReport:
     """Evaluate the checkpoint in ``model_dir`` (a run folder or its ``checkpoint/``) on ``manifest``.
 
     Args:
@@ -206,7 +207,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, manifest: str | os.PathLik
             file ``splits`` (e.g. the run's ``splits.json``) or from the manifest's ``split`` column.
         n_boot, seed, ci_level: patient bootstrap; n_bins: calibration bins.
         cache_dir: keep preprocessed images there (reused by later evaluations).
-        xai: also compute explanation metrics (:func:`xai_hook`).
+        xai: also compute explanation metrics (:func:`xai_hook`); ``xai_options`` (e.g. ``metrics``,
+            ``max_cases``) are passed to it as keyword arguments.
 
     Raises:
         MMXAIError (one line) for bad input; nothing is written then.
@@ -273,7 +275,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, manifest: str | os.PathLik
     try:
         if xai_fn is not None:
             t0 = time.perf_counter()
-            result["xai"] = xai_fn(ckpt, data, preds, runtime=rt, out_dir=staging, log=say)
+            result["xai"] = xai_fn(ckpt, data, preds, runtime=rt, out_dir=staging, log=say, **(xai_options or {}))
             timings["xai_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - t_all
         result["timings"] = dict(timings)
