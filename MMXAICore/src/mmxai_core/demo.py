@@ -218,14 +218,47 @@ def train_step(out: Path, cohort: Path, manifest: Any, splits_path: Path, cfg: A
                        checkpoint_dir=run_dir / "checkpoint", metrics=metrics)
 
 
-def explain_step(ctx: DemoContext) -> Path | None:
-    """Explain one test case with the demo model and return the report's path (None: nothing done).
+def explain_step(ctx: DemoContext, metrics: Sequence[str] = ("stability", "faithfulness")) -> Path | None:
+    """Explain one test case with the demo model; print the prediction and the strongest clinical fields;
+    return the path of its ``report.html``.
 
-    The hook for the explanation step ("explain one test case, print the report path"): it gets the
-    checkpoint (``ctx.checkpoint_dir``), the cohort and its manifest, and the split file whose ``test``
-    patients the case should come from. Not wired yet.
+    The case: the first test-split malignant case that has a lesion mask and an image volume (else the
+    first test case). Written to ``ctx.out / "explained" / <case id>`` (replaced on every demo run).
     """
-    return None
+    from mmxai_core.data.splits import load_splits
+    from mmxai_core.explain.pipeline import ExplainOptions, explain_to_folder, load_model
+
+    manifest = ctx.manifest
+    table = manifest.table
+    test_rows = load_splits(ctx.splits_path).indices(manifest)["test"]
+    if len(test_rows) == 0:
+        return None
+
+    def score(i: int) -> tuple[int, int, int]:
+        row = table.iloc[i]
+        has_mask = isinstance(row["mask"], str) and bool(row["mask"])
+        return (int(row["label"] == manifest.classes[-1]), int(has_mask), int(Path(row["image"]).is_dir()))
+
+    i = max(test_rows, key=score)
+    row = table.iloc[i]
+    case_id = str(row["case_id"] or Path(row["image"]).name).replace("/", "_")
+    dest = ctx.out / "explained" / case_id
+    t0 = time.perf_counter()
+    model = load_model(ctx.checkpoint_dir, "cpu")
+    result = explain_to_folder(model, row["image"], manifest.records[i], dest,
+                               ExplainOptions(metrics=tuple(metrics)), force=True, what="demo output")
+    pred = result["prediction"]
+    _say(f"explained test case {case_id} (true label {row['label']}) in {time.perf_counter() - t0:.1f} s: "
+         f"predicted {pred['class']}, p = {pred['probabilities'][pred['explained_class']]:.2f} for "
+         f"{pred['explained_class']} (threshold {pred['threshold']})")
+    fields = sorted((f for f in result["shapley"]["fields"] if not f["unknown"]), key=lambda f: -abs(f["value"]))
+    for f in fields[:4]:
+        _say(f"  Shapley {f['value']:+.3f}  {f['label'] or f['name']} = {f['entered']}")
+    split = result.get("modality_split") or {}
+    if split:
+        _say(f"  modality split: image {split.get('image', float('nan')):+.3f}, "
+             f"clinical {split.get('clinical', float('nan')):+.3f}")
+    return dest / result["files"]["report"]
 
 
 def find_identifiers(text: str, manifest: Any) -> list[str]:
