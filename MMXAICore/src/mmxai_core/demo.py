@@ -18,7 +18,7 @@ Steps (each prints what it did and how long it took):
 
 Budget: the whole demo in about 10 minutes on 2 CPU cores. N4 bias-field correction is off for the
 synthetic cohort: its MR bias field is a smooth +-12 % (1 SD) multiplicative field that the intensity
-normalisation and the model absorb, while N4 costs ~1.5-1.9 s per MR series (~6-7 min for the 240 series
+normalisation and the model absorb, while N4 costs ~1.5-1.9 s per MR series (~5-6 min for the 200 series
 of the default cohort on this machine) against ~0.07 s without. Real MR data keeps ``preprocess.n4=auto``.
 """
 
@@ -292,6 +292,8 @@ def export_model(checkpoint_dir: Path, dest: Path, manifest: Any, command: str) 
     with atomic_path(dest / "weights.safetensors") as tmp:
         shutil.copyfile(checkpoint_dir / "weights.safetensors", tmp)
     write_json_atomic(dest / "metadata.json", meta)
+    for name in ("weights.safetensors", "metadata.json"):
+        (dest / name).chmod(0o644)  # shipped files: readable by everyone (temporary files are 0600)
     load_run_checkpoint(dest)  # refuses an incomplete or inconsistent copy
     return dest
 
