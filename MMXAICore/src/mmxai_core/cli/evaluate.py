@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Evaluate an mmxai-train checkpoint on a manifest: accuracy, sensitivity, specificity, F1 and "
-                    "AUC (multi-class: macro one-vs-rest) with 95%% CIs from a patient-level bootstrap, the "
+                    "AUC (multi-class: macro one-vs-rest) with 95% CIs from a patient-level bootstrap, the "
                     "checkpoint's validation threshold applied unchanged, calibration (ECE, reliability plot), "
                     "per-dataset breakdown when the manifest has a 'dataset' column. Research use only - not "
                     "for diagnosis.")
