@@ -147,19 +147,6 @@ def test_empty_split(trained, tmp_path, capsys):
     _nothing_written(out)
 
 
-def test_xai_flag_is_a_clean_hook(trained, tmp_path, capsys):
-    import importlib.util
-
-    if importlib.util.find_spec("mmxai_core.explain.evaluate_xai") is not None:
-        pytest.skip("explanation metrics exist now: covered by their own tests")
-    _, cohort, run, _ = trained
-    out = tmp_path / "eval"
-    code = evaluate_main(["--model", str(run), "--manifest", str(cohort / "manifest.csv"), "--xai", "--out",
-                          str(out)])
-    _refused(capsys, code, "not available yet")
-    _nothing_written(out)
-
-
 def test_shipped_demo_model_loads_and_names_no_patient():
     """The Slicer module's demo checkpoint: loads, under 10 MB, has the Grad-CAM++ scale, no patient ids."""
     import re
