@@ -16,6 +16,7 @@ Cancel kills the whole process tree (the worker and anything it started).
 
 from __future__ import annotations
 
+import abc
 import os
 import queue
 import signal
@@ -32,24 +33,27 @@ class WorkerStartError(Exception):
     """The worker process could not be started (missing Python, no permission, ...)."""
 
 
-class Runner:
-    """Interface of a worker runner."""
+class Runner(abc.ABC):
+    """Interface of a worker runner (abstract: every runner implements start, running and cancel)."""
 
     pid: int | None = None
 
+    @abc.abstractmethod
     def start(self, args: list[str], env: dict[str, str] | None, on_line: LineCallback,
               on_finished: FinishedCallback, cwd: str | None = None) -> None:
-        raise NotImplementedError
+        """Start the worker; ``on_line(text)`` per output line, ``on_finished(exit_code)`` at the end."""
 
     def poll(self, timeout: float = 0.0) -> None:
         """Deliver pending output (only needed by runners that do not push it themselves)."""
 
     @property
+    @abc.abstractmethod
     def running(self) -> bool:
-        raise NotImplementedError
+        """True while the worker process is alive."""
 
+    @abc.abstractmethod
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Kill the worker and its children."""
 
 
 # ------------------------------------------------------------------------------------------- Popen

@@ -16,6 +16,7 @@ On CUDA tensors the device's RNG is forked as well (the CUDA path is not covered
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from typing import Any
@@ -184,7 +185,7 @@ class Augmenter:
         return v2.Compose(steps)
 
 
-class _CaseIntensity(v2.Transform):
+class _CaseIntensity(v2.Transform, abc.ABC):
     """Rescale the whole case to [0, 1] by its min/max, apply ``_apply``, map back. Images only
     (masks and other inputs pass through unchanged)."""
 
@@ -201,8 +202,9 @@ class _CaseIntensity(v2.Transform):
         y = self._apply((x - lo) / span, params) * span + lo
         return tv_tensors.wrap(y.to(x.dtype), like=inpt)
 
+    @abc.abstractmethod
     def _apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError
+        """The intensity change on the case scaled to [0, 1] (same shape)."""
 
 
 class _CaseGamma(_CaseIntensity):

@@ -35,17 +35,17 @@ def load_dataset(path: Path, pixels: bool = True):
     try:
         return pydicom.dcmread(path, defer_size=defer)
     except InvalidDicomError:
-        pass
+        pass  # no preamble / 'DICM' prefix: try once more without that requirement, below
     except Exception as exc:  # truncated or corrupt header: EOFError, struct.error, ValueError, ...
         raise ImageReadError(path, f"cannot parse the DICOM header: {type(exc).__name__}: {one_line(exc, 200)}"
                              ) from exc
+    why = "no recognisable DICOM elements"
     try:
         ds = pydicom.dcmread(path, force=True, defer_size=defer)
-        plausible = any(k in ds for k in _PLAUSIBLE)
-    except Exception:
-        plausible = False
-    if not plausible:
-        raise ImageReadError(path, "not a DICOM file (no 'DICM' prefix and no recognisable DICOM elements)")
+    except Exception as exc:  # not DICOM at all: say what the forced parse hit
+        ds, why = None, f"forced parse failed: {type(exc).__name__}: {one_line(exc, 120)}"
+    if ds is None or not any(k in ds for k in _PLAUSIBLE):
+        raise ImageReadError(path, f"not a DICOM file (no 'DICM' prefix and {why})")
     return ds
 
 

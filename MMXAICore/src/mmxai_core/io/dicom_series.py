@@ -54,6 +54,7 @@ class FolderScan:
     n_entries: int = 0
     n_subfolders: int = 0
     n_not_dicom: int = 0
+    first_not_dicom: str = ""
     non_image_modalities: list[str] = dataclasses.field(default_factory=list)
 
     def why_empty(self) -> str:
@@ -62,7 +63,7 @@ class FolderScan:
             return "empty folder (no DICOM series)"
         parts = []
         if self.n_not_dicom:
-            parts.append(f"{self.n_not_dicom} non-DICOM file(s)")
+            parts.append(f"{self.n_not_dicom} non-DICOM file(s) (first: {self.first_not_dicom})")
         if self.non_image_modalities:
             kinds = ", ".join(sorted(set(self.non_image_modalities)))
             parts.append(f"{len(self.non_image_modalities)} DICOM object(s) without an image ({kinds})")
@@ -88,8 +89,10 @@ def scan_folder(folder: Path) -> FolderScan:
             continue
         try:
             ds = pydicom.dcmread(entry, stop_before_pixels=True)
-        except Exception:
+        except Exception as exc:  # counted and named in the folder's error message, if it has no series
             scan.n_not_dicom += 1
+            if not scan.first_not_dicom:
+                scan.first_not_dicom = f"{entry.name}: {type(exc).__name__}"
             continue
         if "Rows" not in ds or "DirectoryRecordSequence" in ds:
             kind = "DICOMDIR" if "DirectoryRecordSequence" in ds else str(ds.get("Modality", "") or "?")

@@ -24,8 +24,7 @@ modules (``from mmxai_core.explain.metrics.ssim import ssim``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mmxai_core.utils.lazy import lazy_exports
 
 _LAZY = {
     "SSIMSettings": "ssim",
@@ -57,14 +56,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -7,13 +7,14 @@ Maps are (S, H, W) in model space (one per slice). Nothing here touches the mode
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from mmxai_core.explain.value_function import eval_mode  # noqa: F401  (re-exported for the metrics)
 
 DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(11))
 """Deletion grid: 0, 5, ..., 50 % of the real pixels/voxels."""
@@ -23,17 +24,6 @@ def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a parameterless module)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (no dropout) inside the block; the previous mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def one_case(images: Any, slice_mask: Any = None, image_present: Any = None,
