@@ -17,7 +17,10 @@ into :class:`~mmxai_core.errors.ImageReadError`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import numpy as np
 
 from mmxai_core.io._util import itk_reason, one_line, quiet_itk, rgb_to_luminance
 from mmxai_core.io.dicom_geometry import functional_group, is_enhanced
+from mmxai_core.utils.native_stderr import native_stderr_captured
 
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -89,6 +93,19 @@ def _decode_sitk(path: Path) -> np.ndarray:
     with quiet_itk():
         img = sitk.ReadImage(str(path))
     return sitk.GetArrayFromImage(img)
+
+
+@contextlib.contextmanager
+def _decoder_messages(compressed: bool) -> Iterator[None]:
+    """What a native codec (OpenJPEG, GDCM) prints to descriptor 2 while decoding compressed data: dropped
+    when the decode fails (the PixelProblem says so), a warning each when it succeeds."""
+    if not compressed:
+        yield
+        return
+    with native_stderr_captured() as lines:
+        yield  # an exception leaves here, and the lines with it
+    for line in dict.fromkeys(lines):
+        warnings.warn(f"pixel decoder: {line}", stacklevel=3)
 
 
 def _frames_first(arr: np.ndarray, n_frames: int, spp: int) -> np.ndarray:
@@ -187,20 +204,22 @@ def decode_pixels(ds, path: Path, n_frames: int, color_to_luminance: bool = Fals
     check_native_length(ds, n_frames)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     notes: dict[str, Any] = {}
-    try:
-        arr = _decode_pydicom(ds)
-        notes["pixel_decoder"] = "pydicom"
-        by_gdcm = False
-    except Exception as exc:  # no plugin for this syntax, or corrupt data
-        if not is_compressed(ds):
-            raise PixelProblem(f"cannot decode pixel data: {one_line(exc)}") from exc
+    with _decoder_messages(is_compressed(ds)):
         try:
-            arr = _decode_sitk(path)
-        except Exception as exc2:
-            raise PixelProblem(f"cannot decode compressed pixel data ({ds.file_meta.TransferSyntaxUID.name}): "
-                               f"pydicom: {one_line(exc, 150)}; SimpleITK: {itk_reason(exc2)}") from exc2
-        notes["pixel_decoder"] = "SimpleITK (GDCM)"
-        by_gdcm = True  # GDCM has already inverted MONOCHROME1 and applied the modality rescale
+            arr = _decode_pydicom(ds)
+            notes["pixel_decoder"] = "pydicom"
+            by_gdcm = False
+        except Exception as exc:  # no plugin for this syntax, or corrupt data
+            if not is_compressed(ds):
+                raise PixelProblem(f"cannot decode pixel data: {one_line(exc)}") from exc
+            try:
+                arr = _decode_sitk(path)
+            except Exception as exc2:
+                raise PixelProblem(f"cannot decode compressed pixel data "
+                                   f"({ds.file_meta.TransferSyntaxUID.name}): pydicom: {one_line(exc, 150)}; "
+                                   f"SimpleITK: {itk_reason(exc2)}") from exc2
+            notes["pixel_decoder"] = "SimpleITK (GDCM)"
+            by_gdcm = True  # GDCM has already inverted MONOCHROME1 and applied the modality rescale
         if color and pi == "PALETTE COLOR" and arr.ndim == 3:
             raise PixelProblem("compressed PALETTE COLOR pixel data cannot be converted here")
     if color:
