@@ -10,9 +10,13 @@ The output is, by default, the **probability** of the explained class (``output=
 number the panel shows; ``output="log_odds"`` gives ``log p_t - log(1 - p_t)`` instead (for a binary model
 the logit difference ``logits[1] - logits[0]``), additive on the scale the head works on.
 
-Cost: the image is encoded ONCE (``model.encode_image``), then every coalition is one cheap row through
-the clinical branch, fusion, pooling and head (``model.decode``), many rows at a time in chunks of at most
-``max_rows_per_chunk`` rows (memory grows with rows x slices x tokens x embed_dim).
+Cost: the image is encoded ONCE (``model.encode_image``, or the caller hands in the encoding it already
+has, e.g. from the Grad-CAM++ forward pass), then every coalition is one cheap row through the clinical
+branch, fusion, pooling and head, many rows at a time in chunks of at most ``max_rows_per_chunk`` rows.
+For the ``attention`` variant the rows go through :mod:`.coalition_decoder` (each field has only two
+states, so its keys, values and output projections are computed once; a row mixes them and runs the FFN,
+pooling and head; memory grows with rows x slice_chunk x tokens x FFN width); other variants, or rows
+with arbitrary values (:meth:`CoalitionValue.evaluate_rows`), use ``model.decode``.
 
 Players are the fields the user entered (known fields), in model field order; a field the user left
 unknown is unknown in every row, so it is a null player and is not part of the game.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +37,9 @@ OUTPUTS = ("probability", "log_odds")
 #: Default chunk size aims at about this many elements per (rows, slices, tokens, dim) tensor (4 MB float32):
 #: measured on 2 CPU cores, 128-256 rows of 64 tokens x 64 dims decode ~25% faster per row than 1,024 at once.
 _ROW_ELEMENT_BUDGET = 1 << 20
+#: The same for the two-state decoder (:mod:`.coalition_decoder`), per (rows, slice_chunk, tokens, FFN
+#: width) tensor: measured on 2 CPU cores, 32-64 rows of 64 tokens x 128 decode fastest (cache-sized).
+_FAST_ELEMENT_BUDGET = 1 << 19
 #: Upper bound of the default chunk size.
 _MAX_DEFAULT_ROWS = 4096
 
@@ -90,7 +97,12 @@ class CoalitionValue:
             predicted class (argmax of f(x)) for more classes.
         output: ``"probability"`` (default) or ``"log_odds"``.
         max_rows_per_chunk: most clinical rows per decode call; default: sized from the encoding so that
-            one (rows, slices, tokens, dim) tensor holds about 1M elements (at most 4096 rows).
+            one (rows, slices, tokens, dim) tensor holds about 1M elements (at most 4096 rows), or, with
+            the two-state decoder, one (rows, slice_chunk, tokens, FFN width) tensor about 0.5M elements.
+        fast: use the two-state decoder where it applies (default); False = always ``model.decode`` (the
+            reference the decoder is tested against).
+        encoding: the case's :class:`~mmxai_core.model.outputs.ImageEncoding` (batch 1) when the caller has
+            it already; then ``images``, ``slice_mask`` and ``image_present`` are not used.
 
     Attributes:
         field_names: (F,) names of the model's clinical fields.
@@ -102,7 +114,8 @@ class CoalitionValue:
 
     def __init__(self, model: nn.Module, images: Tensor | None = None, clin_values=None, clin_missing=None, *,
                  slice_mask: Tensor | None = None, image_present: bool | None = None, target: int | None = None,
-                 output: str = "probability", max_rows_per_chunk: int | None = None):
+                 output: str = "probability", max_rows_per_chunk: int | None = None, fast: bool = True,
+                 encoding: Any = None):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.model = model
@@ -131,10 +144,17 @@ class CoalitionValue:
 
         t0 = time.perf_counter()
         with eval_mode(model), torch.inference_mode():
-            self.encoding = self._encode(images, slice_mask, image_present, device)
+            if encoding is not None:
+                if getattr(encoding, "batch_size", None) != 1:
+                    raise ValueError("encoding must be one case's ImageEncoding (batch 1)")
+                self.encoding = encoding
+            else:
+                self.encoding = self._encode(images, slice_mask, image_present, device)
             self._missing_image = None
         self.encode_seconds = time.perf_counter() - t0
         self.max_rows_per_chunk = self._chunk_rows(max_rows_per_chunk)
+        self._decoders: dict[bool, Any] = {}
+        self.fast = fast
 
         num_classes = int(model.config.num_classes)
         if target is None:
@@ -166,9 +186,11 @@ class CoalitionValue:
         return model.encode_image(images, slice_mask, present)
 
     def _chunk_rows(self, requested: int | None) -> int:
+        self._requested_rows = None
         if requested is not None:
             if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < 1:
                 raise ValueError(f"max_rows_per_chunk must be an integer >= 1, got {requested!r}")
+            self._requested_rows = int(requested)
             return int(requested)
         if self.encoding is None:
             per_row = max(1, len(self.field_names)) * int(self.model.config.embed_dim)
@@ -213,10 +235,45 @@ class CoalitionValue:
             return torch.zeros(0, int(self.model.config.num_classes), dtype=torch.float64)
         return torch.cat(out)
 
+    def _decoder(self, image: bool):
+        """The case's :class:`~.coalition_decoder.TwoStateDecoder` (image or missing-image token), or None."""
+        if not self.fast:
+            return None
+        if image not in self._decoders:
+            from mmxai_core.explain.coalition_decoder import two_state_decoder
+
+            t0 = time.perf_counter()
+            with eval_mode(self.model), torch.inference_mode():
+                entered_missing = torch.as_tensor(self.entered_missing[None], device=self._device)
+                self._decoders[image] = two_state_decoder(self.model, self._encoding_for(image), self.values,
+                                                          entered_missing)
+            self.eval_seconds += time.perf_counter() - t0
+        return self._decoders[image]
+
     def _known_logits(self, known: np.ndarray, image: bool) -> Tensor:
         """known (R, F) bool -> logits (R, C) with entered values where known, unknown elsewhere."""
         part = torch.as_tensor(known & ~self.entered_missing[None, :], device=self._device)
-        return self._logits(self.values.expand(part.shape[0], -1), ~part, image)
+        decoder = self._decoder(image)
+        if decoder is None:
+            return self._logits(self.values.expand(part.shape[0], -1), ~part, image)
+        rows, out = int(part.shape[0]), []
+        chunk = self._fast_chunk_rows(decoder)
+        t0 = time.perf_counter()
+        with eval_mode(self.model), torch.inference_mode():
+            for start in range(0, rows, chunk):
+                out.append(decoder(part[start:start + chunk]))
+        self.eval_seconds += time.perf_counter() - t0
+        self.n_evaluations += rows
+        if not out:
+            return torch.zeros(0, int(self.model.config.num_classes), dtype=torch.float64)
+        return torch.cat(out)
+
+    def _fast_chunk_rows(self, decoder) -> int:
+        if self._requested_rows is not None:
+            return self._requested_rows
+        hidden = max(int(self.model.config.embed_dim), decoder.hidden)
+        per_row = decoder.slice_chunk * decoder.n_tokens * hidden
+        return int(min(_MAX_DEFAULT_ROWS, max(1, _FAST_ELEMENT_BUDGET // per_row)))
 
     def evaluate_known(self, known, *, image: bool = True) -> np.ndarray:
         """known (R, F) bool over ALL model fields (True = entered value kept) -> v (R,) float64.

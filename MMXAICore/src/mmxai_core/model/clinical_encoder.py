@@ -28,7 +28,13 @@ class ClinicalTokenizer(nn.Module):
 
     Known categorical values must be integer codes in ``0..cardinality-1`` and known numeric values finite
     (``ValueError`` naming the field otherwise); values under ``missing`` are ignored.
+
+    ``field_wise``: token f depends on field f's value and missing flag only (every step is per token),
+    so the tokens of any mix of per-field states can be gathered from the tokens of whole rows in those
+    states (what the explainers' coalition decoding relies on; tested).
     """
+
+    field_wise = True
 
     def __init__(self, fields: Sequence[ClinicalField], dim: int, mlp_ratio: float = 2.0, drop: float = 0.0):
         super().__init__()

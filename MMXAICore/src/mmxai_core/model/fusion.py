@@ -8,13 +8,24 @@ Image tokens (B, N, D) are the queries, clinical field tokens (B, F, D) the keys
 (B, heads, N, F) say, for every image token, how much each clinical field informed it: softmax runs over
 the F fields of the SAME sample (never over the batch). The residual keeps the image content when the
 clinical fields have nothing to add.
+
+:meth:`CrossModalFusion.two_state` is the same computation for ONE case's image tokens against many
+clinical rows in which every field is in one of two states (e.g. entered / unknown): what every
+Shapley coalition needs. The image side (Q) and each field's keys, values and output projections are
+computed once; a row then only mixes precomputed per-field terms (:class:`TwoStateFusion`).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from mmxai_core.model.blocks import Mlp, MultiHeadAttention, init_linear
+
+#: Largest spread (in logits) between a token's highest attention score over both states and the
+#: lowest score that can be a row's maximum, for which the shared-shift softmax of
+#: :class:`TwoStateFusion` stays exact in float32 (exp(-60) ~ 1e-26 is far from underflow).
+MAX_SCORE_SPREAD = 60.0
 
 
 class CrossModalFusion(nn.Module):
@@ -38,3 +49,75 @@ class CrossModalFusion(nn.Module):
         fused = image_tokens + attended
         fused = fused + self.ffn(self.norm_ffn(fused))
         return fused, weights
+
+    def two_state(self, image_tokens: Tensor, state_tokens: Tensor) -> "TwoStateFusion | None":
+        """Prepare the fusion of one case for rows whose fields each take one of two states.
+
+        Args:
+            image_tokens: (n, N, D) the case's image tokens (n slices).
+            state_tokens: (2, F, D) clinical tokens of every field in state 0 and in state 1.
+
+        Returns:
+            a :class:`TwoStateFusion` (call it with a (R, F) bool state matrix), or None when the attention
+            scores are too spread out for its shared-shift softmax (then use :meth:`forward`). Inference
+            only (no dropout; call in eval mode, without gradients).
+        """
+        attn = self.attn
+        n, n_tok, dim = image_tokens.shape
+        heads, dh = attn.num_heads, attn.head_dim
+        f = state_tokens.shape[1]
+        q = attn.q(self.norm_image(image_tokens)).view(n, n_tok, heads, dh)
+        ctx = self.norm_clinical(state_tokens)
+        k = attn.k(ctx).view(2, f, heads, dh)
+        v = attn.v(ctx).view(2, f, heads, dh)
+        scores = torch.einsum("nthd,sfhd->nthsf", q, k) * attn.scale          # (n, N, h, 2, F)
+        top = scores.amax(dim=(-2, -1), keepdim=True)                         # >= any row's max
+        floor = scores.amin(dim=-2).amax(dim=-1)                              # <= any row's max
+        if float((top.squeeze(-1).squeeze(-1) - floor).max()) > MAX_SCORE_SPREAD:
+            return None
+        e = torch.exp(scores - top)                                           # (n, N, h, 2, F)
+        e0, e1 = e[..., 0, :], e[..., 1, :]
+        # per field, state and head: its value vector through the output projection, (2, h, F, D)
+        w_out = attn.proj.weight.view(dim, heads, dh)
+        vo = torch.einsum("sfhj,ohj->shfo", v, w_out).reshape(2, heads * f, dim)
+        return TwoStateFusion(image_tokens, e0.contiguous(), (e1 - e0).contiguous(), vo[0].contiguous(),
+                              (vo[1] - vo[0]).contiguous(), attn.proj.bias, self.norm_ffn, self.ffn)
+
+
+class TwoStateFusion:
+    """The fusion of one case's image tokens with clinical rows of two-state fields (see
+    :meth:`CrossModalFusion.two_state`).
+
+    For a row with field states b (F,) in {0, 1}, head h and image token t, the attention weights are
+    ``e_f(b_f) / sum_g e_g(b_g)`` with ``e_f(s) = exp(score_f(s) - shift)``, one shift per (token, head)
+    shared by every row (softmax does not depend on it), and the attended vector is
+    ``sum_(h,f) weight * (V W_O)_(f, b_f, h) + bias``: one (N, h*F) x (h*F, D) product per row with the
+    row's per-field output vectors. The residual and the FFN follow as in ``forward``.
+
+    ``__call__(states (R, F) bool) -> fused (R, n, N, D)``.
+    """
+
+    def __init__(self, image_tokens: Tensor, e0: Tensor, de: Tensor, vo0: Tensor, dvo: Tensor, bias: Tensor | None,
+                 norm_ffn: nn.Module, ffn: nn.Module):
+        self.image_tokens = image_tokens          # (n, N, D)
+        self.e0, self.de = e0, de                 # (n, N, h, F)
+        self.vo0, self.dvo = vo0, dvo             # (h*F, D)
+        self.bias = bias if bias is not None else vo0.new_zeros(vo0.shape[1])
+        self.norm_ffn, self.ffn = norm_ffn, ffn
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.e0.shape[0])
+
+    def __call__(self, states: Tensor, slices: slice = slice(None)) -> Tensor:
+        """states (R, F) bool -> fused tokens (R, n', N, D) of the slices ``slices`` (default all n)."""
+        e0, de, image_tokens = self.e0[slices], self.de[slices], self.image_tokens[slices]
+        n, n_tok, heads, f = e0.shape
+        r = int(states.shape[0])
+        b = states.to(e0.dtype)
+        e = torch.addcmul(e0.unsqueeze(0), b.view(r, 1, 1, 1, f), de.unsqueeze(0))    # (R, n, N, h, F)
+        e = e.div_(e.sum(dim=-1, keepdim=True))                               # attention weights
+        vo = torch.addcmul(self.vo0.view(heads, f, -1), b.view(r, 1, f, 1), self.dvo.view(heads, f, -1))
+        out = torch.baddbmm(self.bias, e.view(r, n * n_tok, heads * f), vo.view(r, heads * f, -1))
+        x = out.view(r, n, n_tok, -1).add_(image_tokens)                      # (R, n, N, D)
+        return x + self.ffn(self.norm_ffn(x))

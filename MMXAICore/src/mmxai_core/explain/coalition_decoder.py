@@ -1,0 +1,104 @@
+"""Fast, exact decoding of one case for many "entered / unknown" clinical rows (research use only).
+
+Every Shapley coalition of the clinical-field game (:mod:`.value_function`) keeps the image and sets each
+field to one of two states: its entered value or "unknown". For the ``attention`` variant
+(:class:`~mmxai_core.model.MultimodalClassifier` with cross-modal fusion) this decoder computes, once per
+case,
+
+* the clinical tokens of every field in both states, (2, F, D) (the tokeniser is field-wise),
+* the image side of the fusion (queries) and each field's keys, values and output projections
+  (:meth:`~mmxai_core.model.fusion.CrossModalFusion.two_state`),
+
+so that a row costs only the mixing of precomputed per-field terms, the residual FFN over the image
+tokens, token pooling, slice pooling and the head: the same operations in the same order as
+``model.decode``, equal to it up to float rounding. A self-check against ``model.decode`` on a few rows
+(all entered, all unknown, alternating) guards this; a model it does not fit gets ``None`` from
+:func:`two_state_decoder` and the caller keeps ``model.decode``.
+
+    dec = two_state_decoder(model, encoding, values (1, F), entered_missing (1, F))   # or None
+    logits = dec(states)             # states (R, F) bool, True = entered value kept -> logits (R, C)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmxai_core.model.outputs import ImageEncoding
+
+#: Tolerance of the self-check against ``model.decode`` (logits, float32).
+CHECK_ATOL = 1e-4
+
+
+class TwoStateDecoder:
+    """``__call__(states (R, F) bool) -> logits (R, C)`` for one case (see the module docstring).
+
+    Slices go through fusion and token pooling ``slice_chunk`` at a time (only their pooled vectors,
+    (R, n, D), are kept for slice pooling), so memory grows with rows x slice_chunk x tokens, not with
+    the volume.
+
+    Attributes: n_slices (real slices), n_tokens (image tokens per slice), hidden (FFN width), slice_chunk,
+    fusion (the prepared :class:`~mmxai_core.model.fusion.TwoStateFusion`).
+    """
+
+    def __init__(self, model: nn.Module, fusion, n_slices: int, n_tokens: int, slice_chunk: int | None = None):
+        self.model = model
+        self.fusion = fusion
+        self.n_slices, self.n_tokens = n_slices, n_tokens
+        self.hidden = int(model.fusion.ffn.fc1.out_features)
+        self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
+
+    def __call__(self, states: Tensor) -> Tensor:
+        model = self.model
+        r = int(states.shape[0])
+        parts = []
+        for start in range(0, self.n_slices, self.slice_chunk):
+            fused = self.fusion(states, slice(start, start + self.slice_chunk))   # (R, n', N, D)
+            n, dim = fused.shape[1], fused.shape[-1]
+            pooled, _ = model.token_pool(fused.view(r * n, self.n_tokens, dim))    # (R*n', D)
+            parts.append(pooled.view(r, n, dim))
+        pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)           # (R, n, D)
+        mask = torch.ones(r, self.n_slices, dtype=torch.bool, device=pooled.device)
+        embedding, _ = model.slice_pool(pooled, mask)                               # (R, D)
+        return model.head(embedding)
+
+
+def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor, entered_missing: Tensor
+                      ) -> TwoStateDecoder | None:
+    """A :class:`TwoStateDecoder` for one case, or None where it does not apply.
+
+    Args:
+        model: a MultimodalClassifier in eval mode (call under ``torch.inference_mode``).
+        encoding: the case's image encoding, batch 1 (``model.encode_image``).
+        values: (1, F) entered values (0 where unknown); entered_missing: (1, F) bool, fields the user
+            left unknown (unknown in both states).
+
+    Returns None for variants without cross-modal fusion, a tokeniser that is not field-wise, attention
+    scores too spread out for the shared-shift softmax, or a failed self-check.
+    """
+    if getattr(model, "fusion_kind", None) != "cross_attention" or encoding is None or encoding.batch_size != 1:
+        return None
+    encoder = model.clinical_encoder
+    if not getattr(encoder, "field_wise", False):
+        return None
+    f = values.shape[1]
+    all_unknown = torch.ones_like(entered_missing)
+    states_in = torch.cat([values, values])                                 # (2, F)
+    state_tokens = encoder(states_in, torch.cat([all_unknown, entered_missing]))   # (2, F, D)
+    image_tokens = encoding.tokens[0][encoding.slice_mask[0]]              # (n, N, D)
+    fusion = model.fusion.two_state(image_tokens, state_tokens)
+    if fusion is None:
+        return None
+    decoder = TwoStateDecoder(model, fusion, int(image_tokens.shape[0]), int(image_tokens.shape[1]))
+    # self-check on three rows against the model's own decode
+    check = torch.zeros(3, f, dtype=torch.bool, device=values.device)
+    check[0] = True
+    check[2, ::2] = True
+    check = check & ~entered_missing
+    reference = model.decode(encoding, values.expand(3, -1), ~check).logits
+    if not torch.allclose(decoder(check), reference, rtol=0.0, atol=CHECK_ATOL):
+        return None
+    return decoder
+
+
+__all__ = ["CHECK_ATOL", "TwoStateDecoder", "two_state_decoder"]
