@@ -335,6 +335,10 @@ def run_training(config: TrainConfig, manifest: Any, schema: Any = None, out_dir
     rt.barrier()
     if mode == "restart":
         folder.clear()
+    else:
+        gone = folder.remove_leftovers()
+        if gone:
+            say(f"removed {len(gone)} temporary file(s) left by an interrupted run")
     saved_cfg = cfg.replace(**{"train.stop_after_epochs": None})
     run_info = {"format": RUN_FORMAT, "notice": RESEARCH_USE_NOTICE, **identity, "status": "running",
                 "manifest": str(manifest_obj.path),

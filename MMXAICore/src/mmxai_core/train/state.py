@@ -65,6 +65,14 @@ class StateError(MMXAIError):
 
 
 # ---------------------------------------------------------------------------------------------- run folder
+def is_leftover(path: Path) -> bool:
+    """A hidden temporary entry of an interrupted write: ``.<name>.<random>.tmp`` (utils.atomic),
+    ``.<name>.tmp-<random>`` or ``.<name>.old-<random>`` (checkpoint folder swaps)."""
+    name = path.name
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name or ".tmp-" in name
+                                     or ".old-" in name)
+
+
 class RunFolder:
     """Paths and writes of one run folder; writes happen on the main process only (``runtime``)."""
 
@@ -120,6 +128,8 @@ class RunFolder:
             if resume:
                 raise RunFolderError(f"{self.path}: no run to resume (the folder is empty or missing)")
             return "new"
+        if not force and self.interrupted_before_start():
+            return "new"  # killed before run.json was written: nothing to resume, nothing to protect
         if force:
             if resume:
                 raise RunFolderError("--resume and --force exclude each other")
@@ -141,6 +151,37 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: already holds this finished run; pass --force to train again")
         raise RunFolderError(f"{self.path}: holds an unfinished run of this configuration; continue it with "
                              "--resume or start over with --force")
+
+    def interrupted_before_start(self) -> bool:
+        """True when the folder holds only what a run killed before writing ``run.json`` leaves behind:
+        temporary files of atomic writes and (part of) the image cache."""
+        if (self.path / "run.json").exists():
+            return False
+        return all(is_leftover(p) or (p.name == "cache" and p.is_dir()) for p in self.path.iterdir())
+
+    def remove_leftovers(self) -> list[str]:
+        """Remove what an interrupted run left behind (temporary files of atomic writes, half-written
+        checkpoint folders); a checkpoint that was moved aside while its replacement was being written is
+        put back when the replacement never arrived. Returns the relative paths removed. Main process only."""
+        removed: list[str] = []
+        if not self.is_main or not self.path.is_dir():
+            return removed
+        folders = [self.path] + [self.path / n for n in ("state", "cache", "predictions", "checkpoint")
+                                 if (self.path / n).is_dir()]
+        for folder in folders:
+            for p in sorted(folder.iterdir()):
+                if not is_leftover(p):
+                    continue
+                ckpt = self.checkpoint_dir
+                if p.parent == self.path and p.name.startswith(f".{ckpt.name}.old-") and not ckpt.exists():
+                    os.replace(p, ckpt)  # the previous complete checkpoint, moved aside by an interrupted save
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(str(p.relative_to(self.path)))
+        return removed
 
     def clear(self) -> None:
         """Remove mmxai-train's entries (:data:`RUN_ENTRIES`) from the folder; other files stay."""
