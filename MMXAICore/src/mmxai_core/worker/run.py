@@ -16,6 +16,15 @@ Files: the case is built in ``output_dir/.partial-PID-XXXX`` and its files are m
 written outside ``output_dir``.
 
 Exit status: 0 after ``result``, 2 after an input error, 3 after an internal error.
+
+CPU threads: unless the caller set ``OMP_NUM_THREADS`` (or ``MMXAI_THREADS``, which wins), the worker
+uses one thread fewer than the machine has cores (at least one), leaving a core to the GUI that waits for
+it. Measured on a busy 2-core machine (BENCHMARKS.md, click to overlay): a forward pass that takes 10 ms on
+one thread took over a second with two threads competing with other processes for the cores.
+
+Start-up: this module imports only the protocol and the error types; torch, timm, SimpleITK and the
+explanation code are imported when the request needs them (the model and explanation modules import
+neither SimpleITK, pydicom nor shap: tests/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -140,9 +149,20 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
+def configure_threads(environ=os.environ) -> str:
+    """Set ``OMP_NUM_THREADS`` before torch is imported (see the module docstring); returns its value."""
+    wanted = environ.get("MMXAI_THREADS")
+    if wanted and wanted.strip().isdigit() and int(wanted) >= 1:
+        environ["OMP_NUM_THREADS"] = str(int(wanted))
+    elif not environ.get("OMP_NUM_THREADS"):
+        environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) - 1))
+    return environ["OMP_NUM_THREADS"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mmxai_core.worker REQUEST.json``: returns the exit status (see the module docstring)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
+    configure_threads()
     args = list(sys.argv[1:] if argv is None else argv)
     emit = EventStream.install()
     emit.emit("started", pid=os.getpid())
@@ -171,4 +191,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-__all__ = ["EventStream", "main", "run_request", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL"]
+__all__ = ["EventStream", "configure_threads", "main", "run_request", "EXIT_OK", "EXIT_INPUT", "EXIT_INTERNAL"]
