@@ -17,7 +17,13 @@ How a run can end (``WorkerOutcome.status``):
 * ``crashed``: the process ended without a result or error event (killed, crashed, out of memory);
 * ``timeout``: still running after ``timeout`` seconds: the whole process group is killed;
 * ``protocol``: a damaged protocol line, a second final event, or an exit status that contradicts the
-  final event.
+  final event;
+* ``cancelled``: ``cancel()`` returned True: the whole process group is killed.
+
+If a callback (``on_event``, ``on_log``, ``on_start``) raises, or the caller is interrupted (Ctrl-C), the
+worker's process group is killed, its partial folders are removed and the exception goes on: no worker
+outlives its caller. The request file lives in a private temporary folder (``tempfile.mkdtemp``: mode
+0700, owned by this process) that is removed on every ending.
 
 Lines without the protocol prefix are log text (warnings, stderr merged into stdout): kept in ``log``
 (the last :data:`LOG_LINES`) and passed to ``on_log``, never parsed. On every ending but ``result`` the
@@ -103,8 +109,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run_worker(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike,
                on_event: Callable[[dict[str, Any]], None] | None = None, timeout: float | None = None, *,
                python: str | None = None, env: Mapping[str, str] | None = None,
-               on_log: Callable[[str], None] | None = None, on_start: Callable[[int], None] | None = None
-               ) -> WorkerOutcome:
+               on_log: Callable[[str], None] | None = None, on_start: Callable[[int], None] | None = None,
+               cancel: Callable[[], bool] | None = None) -> WorkerOutcome:
     """Run ``python -m mmxai_core.worker`` on ``request`` and wait for it (at most ``timeout`` seconds).
 
     Args:
@@ -113,6 +119,7 @@ def run_worker(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike,
         timeout: seconds before the worker (its whole process group) is killed; None = no limit.
         python: the interpreter (default: this one); env: its environment (default: this one's).
         on_log: called with each non-protocol line; on_start: called with the worker's pid.
+        cancel: polled about every 0.1 s; when it returns True the worker is stopped (status ``cancelled``).
     """
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="mmxai-worker-request-"))
@@ -120,7 +127,9 @@ def run_worker(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike,
     log: deque[str] = deque(maxlen=LOG_LINES)
     final: dict[str, Any] | None = None
     problem: str | None = None
-    timed_out = False
+    timed_out = cancelled = False
+    proc: subprocess.Popen | None = None
+    out_dir: Path | None = None
     try:
         req_path, out_dir = _request_file(request, tmp)
         kwargs: dict[str, Any] = {"start_new_session": True} if os.name == "posix" else {}
@@ -141,13 +150,21 @@ def run_worker(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike,
         threading.Thread(target=read, name="mmxai-worker-client", daemon=True).start()
         deadline = None if timeout is None else t0 + float(timeout)
         while True:
+            if cancel is not None and cancel():
+                cancelled = True
+                _kill_group(proc)
+                break
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if cancel is not None:
+                wait = 0.1 if wait is None else min(wait, 0.1)
             try:
                 text = lines.get(timeout=wait)
             except queue.Empty:
-                timed_out = True
-                _kill_group(proc)
-                break
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out = True
+                    _kill_group(proc)
+                    break
+                continue
             if text is None:
                 break
             try:
@@ -172,7 +189,17 @@ def run_worker(request: WorkerRequest | Mapping[str, Any] | str | os.PathLike,
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             code = proc.wait()
-        outcome = _outcome(final, code, timed_out, problem, timeout)
+        outcome = (WorkerOutcome("cancelled", code, "cancelled; the worker was stopped") if cancelled
+                   else _outcome(final, code, timed_out, problem, timeout))
+    except BaseException:  # a callback raised, or the caller was interrupted: leave nothing running
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        _remove_partials(out_dir)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if outcome.status != "result":
