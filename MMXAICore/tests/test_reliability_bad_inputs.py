@@ -72,7 +72,28 @@ def _image_case(key: str) -> Case:
 
 IMAGE_KEYS = ["truncated_dicom", "corrupt_jpeg2000", "garbage_binary", "text_named_dcm", "rtplan_no_pixels",
               "sr_no_pixels", "colour_dicom", "two_series", "empty_dir", "zero_bytes", "absurd_dicom",
-              "absurd_nrrd", "nan_voxels", "truncated_series_slice", "truncated_nifti"]
+              "absurd_nrrd", "nan_voxels", "truncated_series_slice", "truncated_nifti", "metaimage_bad_header",
+              "nifti_bad_header_truncated"]
+
+
+def _bad_metaimage(d: Path) -> Path:
+    path = d / "header.mha"
+    path.write_text("ObjectType = Image\nNDims = 3\nElementType = MET_SHORT\nElementDataFile = LOCAL\nxx")
+    return path
+
+
+def _damaged_nifti_header(d: Path) -> Path:
+    from mmxai_core.io import Image, write_image
+
+    path = write_image(Image(np.ones((2, 16, 16), np.float32)), d / "hdr.nii")
+    data = bytearray(path.read_bytes())
+    data[0] = 0x5D  # sizeof_hdr 349: nibabel "repairs" it, loudly
+    path.write_bytes(bytes(data[:400]))
+    return path
+
+
+IMAGE_MAKERS = {**IMAGE_MAKERS, "metaimage_bad_header": (_bad_metaimage, ""),
+                "nifti_bad_header_truncated": (_damaged_nifti_header, "")}
 
 
 def _inspect_case(key: str) -> Case:

@@ -20,14 +20,20 @@ MAX_VOXELS = 2**31
 def quiet_itk() -> Iterator[None]:
     """Silence ITK/GDCM warnings printed straight to stderr while SimpleITK reads or writes.
 
-    The previous global setting is restored afterwards. Errors still raise as exceptions.
+    Besides ITK's own warning switch, what ITK's format libraries (MetaIO, niftilib, GDCM) print to file
+    descriptor 2 is captured and dropped (echoed with ``MMXAI_DEBUG``): a damaged file otherwise adds
+    lines such as "MetaImage: M_Read: Error parsing file" to a CLI's one-line refusal. The previous global
+    setting is restored afterwards. Errors still raise as exceptions.
     """
     import SimpleITK as sitk
+
+    from mmxai_core.utils.native_stderr import native_stderr_captured
 
     previous = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        yield
+        with native_stderr_captured():
+            yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 

@@ -12,6 +12,9 @@ applied alike), and the index order is the same (NIfTI voxel (i, j, k) = ITK ind
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,8 @@ def _reader(path: Path, fmt: str):
         reason = itk_reason(exc)
         if "Unable to determine ImageIO reader" in reason:
             reason = f"not a valid {label} file"
+        elif "No such file or directory" in reason and path.is_file():  # MetaIO's stale errno: a bad header
+            reason = f"not a valid {label} file (the header cannot be parsed)"
         raise ImageReadError(path, f"cannot read the {label} header: {reason}") from exc
     return reader
 
@@ -84,13 +89,29 @@ def read_itk_geometry(path: Path, fmt: str, *, max_voxels: int = MAX_VOXELS) -> 
     return geometry
 
 
+@contextlib.contextmanager
+def _nibabel_log_off() -> Iterator[None]:
+    """nibabel logs header repairs ("sizeof_hdr should be 348; set sizeof_hdr to 348") through a handler of
+    its own that prints to stderr; ITK has read and checked the header already, so they are silenced."""
+    loggers = [logging.getLogger(name) for name in ("nibabel", "nibabel.global")]
+    before = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        yield
+    finally:
+        for lg, was in zip(loggers, before):
+            lg.disabled = was
+
+
 def _nifti_voxels(path: Path, shape: tuple[int, int, int], pixel_id: int) -> np.ndarray:
     """Scalar NIfTI voxels (Z, Y, X) via nibabel, in SimpleITK's pixel type, NaN/inf kept."""
     import nibabel as nib
     import SimpleITK as sitk
 
     try:
-        data = np.asanyarray(nib.load(str(path), mmap=False).dataobj)
+        with _nibabel_log_off():
+            data = np.asanyarray(nib.load(str(path), mmap=False).dataobj)
     except Exception as exc:
         raise ImageReadError(path, f"cannot read the voxels: {one_line(exc, 200)}") from exc
     while data.ndim > 3 and data.shape[-1] == 1:
