@@ -13,6 +13,7 @@ import pytest
 from mmxai_core.errors import ImageReadError
 from mmxai_core.io import Image, read_geometry, read_image, write_image
 from mmxai_core.io.dicom_writer import dicom_dataset, write_dicom, write_dicom_series
+from mmxai_core.io.meta import uid_hash
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -168,8 +169,10 @@ def test_read_geometry_refuses_the_same_inputs(tmp_path, name):
 
 def test_unknown_series_uid_and_series_uid_on_non_dicom(tmp_path):
     folder = _two_series(tmp_path)
-    with pytest.raises(ImageReadError, match=r"'4\.5\.6' is not in this folder.*1\.2\.3\.1 \(2 files"):
+    with pytest.raises(ImageReadError, match=rf"series_uid with hash {uid_hash('4.5.6')} is not in this folder.*"
+                                             rf"{uid_hash('1.2.3.1')} \(2 slices, MR\)") as info:
         read_image(folder, "4.5.6")
+    assert "1.2.3.1" not in str(info.value) and "4.5.6" not in str(info.value)  # UIDs only hashed
     nrrd = write_image(Image(np.zeros((1, 2, 2))), tmp_path / "x.nrrd")
     with pytest.raises(ImageReadError, match="series_uid was given but this is a nrrd file"):
         read_image(nrrd, "1.2.3")

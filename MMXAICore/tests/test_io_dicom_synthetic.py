@@ -14,6 +14,7 @@ from mmxai_core.errors import ImageReadError
 from mmxai_core.io import Image, read_geometry, read_image
 from mmxai_core.io.dicom_geometry import series_geometry
 from mmxai_core.io.dicom_writer import dicom_dataset, write_dicom, write_dicom_series
+from mmxai_core.io.meta import uid_hash
 
 
 def rotation(angle_z_deg: float, angle_x_deg: float) -> np.ndarray:
@@ -71,11 +72,13 @@ def test_two_series_in_one_folder_need_a_series_uid(tmp_path):
             read(tmp_path)
         message = str(info.value)
         assert str(tmp_path) in message and "\n" not in message
-        assert "1.2.3.4.1 (4 files, MR, 'T1 axial')" in message and "1.2.3.4.2 (3 files, CT)" in message
+        assert f"{uid_hash('1.2.3.4.1')} (4 slices, MR, 'T1 axial')" in message
+        assert f"{uid_hash('1.2.3.4.2')} (3 slices, CT)" in message and "1.2.3.4" not in message
     np.testing.assert_array_equal(read_image(tmp_path, "1.2.3.4.1").array, a.array)
     np.testing.assert_array_equal(read_image(tmp_path, series_uid="1.2.3.4.2").array, b.array)
     assert read_geometry(tmp_path, "1.2.3.4.2").shape == (3, 8, 9)
-    with pytest.raises(ImageReadError, match=r"'9\.9\.9' is not in this folder.*1\.2\.3\.4\.1"):
+    with pytest.raises(ImageReadError, match=rf"hash {uid_hash('9.9.9')} is not in this folder.*"
+                                             rf"{uid_hash('1.2.3.4.1')}"):
         read_image(tmp_path, "9.9.9")
 
 

@@ -1,8 +1,11 @@
-"""``mmxai-inspect PATH [--series-uid UID] [--json] [--header-only]``: show what the reader makes of an image.
+"""``mmxai-inspect PATH [--series-uid UID] [--json] [--header-only] [--identifiers]``: show what the reader
+makes of an image.
 
 Prints the array shape (Z, Y, X), dtype and value range, spacing (x, y, z) mm, origin (LPS mm), direction
 (columns = LPS directions of the i, j, k axes), the IJK-to-RAS matrix (as 3D Slicer uses) and the safe
-header fields. ``--header-only`` uses :func:`~mmxai_core.io.read_geometry` (no voxels read).
+header fields (UIDs only hashed). ``--header-only`` uses :func:`~mmxai_core.io.read_geometry` (no voxels
+read). ``--identifiers`` also shows a DICOM's identifying fields (patient name, IDs, birth date, dates,
+institution, raw UIDs) on stdout; this command writes no file, and no other command outputs them.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the file and the problem), 3 internal error.
 Research use, not for diagnosis.
@@ -32,29 +35,38 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG, description="Show shape, geometry (LPS, IJK-to-RAS) and safe header fields of an image "
                                "file or DICOM series folder. Research use only - not for diagnosis.")
     parser.add_argument("path", help="DICOM file or series folder, NIfTI, NRRD, MetaImage, PNG, JPEG, TIFF")
-    parser.add_argument("--series-uid", default=None, help="SeriesInstanceUID to read from a folder holding "
-                                                           "several series")
+    parser.add_argument("--series-uid", default=None, help="series to read from a folder holding several "
+                                                           "series: its SeriesInstanceUID or the hash listed "
+                                                           "in the error message")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--header-only", action="store_true", help="read headers only (no voxels, no value "
                                                                    "range)")
     parser.add_argument("--color-to-luminance", action="store_true", help="convert colour images to "
                                                                           "luminance instead of refusing them")
     parser.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf voxels")
+    parser.add_argument("--identifiers", action="store_true", help="also show identifying DICOM fields "
+                        "(patient name, IDs, birth date, dates, institution) and the raw UIDs; on the terminal "
+                        "only, nothing is written to a file")
     return parser
 
 
 def describe(path: str, series_uid: str | None = None, header_only: bool = False,
-             color_to_luminance: bool = False, allow_nonfinite: bool = False) -> dict[str, Any]:
-    """A plain-JSON summary of the image at ``path`` (raises ImageReadError on bad input)."""
+             color_to_luminance: bool = False, allow_nonfinite: bool = False,
+             identifiers: bool = False) -> dict[str, Any]:
+    """A plain-JSON summary of the image at ``path`` (raises ImageReadError on bad input).
+
+    ``identifiers=True`` adds ``"identifiers"``: a DICOM's identifying fields and raw UIDs (an empty dict
+    for other formats), for display only.
+    """
     from mmxai_core.io import read_geometry, read_image
     from mmxai_core.io.geometry import ImageGeometry
 
     if header_only:
-        geometry = read_geometry(path, series_uid)
+        geometry = read_geometry(path, series_uid, identifying=identifiers)
         info: dict[str, Any] = {"path": str(path)}
     else:
         image = read_image(path, series_uid, color_to_luminance=color_to_luminance,
-                           allow_nonfinite=allow_nonfinite)
+                           allow_nonfinite=allow_nonfinite, identifying=identifiers)
         geometry = ImageGeometry.from_image(image)
         finite = image.array[np.isfinite(image.array)] if np.issubdtype(image.array.dtype, np.floating) \
             else image.array
@@ -62,6 +74,9 @@ def describe(path: str, series_uid: str | None = None, header_only: bool = False
                 "min": float(finite.min()) if finite.size else None,
                 "max": float(finite.max()) if finite.size else None}
     info.update(geometry.to_dict())
+    found = info["meta"].pop("identifiers", {})
+    if identifiers:
+        info["identifiers"] = found
     return info
 
 
@@ -84,6 +99,11 @@ def _text(info: dict[str, Any]) -> str:
     lines += [f"  {_fmt_row(row)}" for row in info["ijk_to_ras"]]
     lines.append("meta:")
     lines += [f"  {key}: {value}" for key, value in sorted(info["meta"].items())]
+    if "identifiers" in info:
+        shown = info["identifiers"]
+        lines.append("identifiers (shown on request; no command writes them to a file):"
+                     if shown else "identifiers: none (not a DICOM image, or no identifying fields)")
+        lines += [f"  {key}: {value}" for key, value in sorted(shown.items())]
     return "\n".join(lines)
 
 
@@ -121,7 +141,7 @@ def _body(argv: Sequence[str] | None) -> int:
     with _native_stderr_captured() as native, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = describe(args.path, args.series_uid, args.header_only, args.color_to_luminance,
-                        args.allow_nonfinite)
+                        args.allow_nonfinite, args.identifiers)
     print(json.dumps(info, indent=2, default=str) if args.json else _text(info))
     messages = [str(w.message).splitlines()[0] for w in caught if str(w.message).strip()]
     if not os.environ.get("MMXAI_DEBUG"):

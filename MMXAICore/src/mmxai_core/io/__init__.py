@@ -3,8 +3,11 @@
 Public API::
 
     read_image(path, series_uid=None, *, color_to_luminance=False, allow_nonfinite=False,
-               max_voxels=MAX_VOXELS) -> Image
-    read_geometry(path, series_uid=None, *, max_voxels=MAX_VOXELS) -> ImageGeometry   # headers only
+               max_voxels=MAX_VOXELS, identifying=False) -> Image
+    read_geometry(path, series_uid=None, *, max_voxels=MAX_VOXELS, identifying=False) -> ImageGeometry  # headers
+
+``series_uid`` is a SeriesInstanceUID or its hash; ``identifying=True`` (DICOM) adds ``meta["identifiers"]``
+for display only (see :mod:`mmxai_core.io.meta`).
     write_image(image, path, *, compress=True) -> Path         # .nrrd, .nii, .nii.gz, .mha; atomic
 
 Errors are :class:`mmxai_core.errors.ImageReadError` / :class:`~mmxai_core.errors.ImageWriteError`.

@@ -16,7 +16,7 @@ from mmxai_core.io.dicom_geometry import DicomGeometry, DicomGeometryError, file
 from mmxai_core.io.dicom_pixels import PixelProblem, decode_pixels, has_pixels
 from mmxai_core.io.geometry import ImageGeometry
 from mmxai_core.io.image import Image
-from mmxai_core.io.meta import dicom_meta
+from mmxai_core.io.meta import clean_uid, dicom_meta, uid_hash, uid_matches, uid_shown
 
 #: Elements that make a forced (preamble-less) parse plausibly DICOM.
 _PLAUSIBLE = ("SOPClassUID", "Modality", "Rows", "PixelData", "StudyInstanceUID", "SeriesInstanceUID")
@@ -62,7 +62,8 @@ def number_of_frames(path: Path, ds) -> int:
 
 
 def check_image_object(path: Path, ds, series_uid: str | None = None) -> None:
-    """Refuse DICOM objects that are not images (no pixels, DICOMDIR) or belong to another series."""
+    """Refuse DICOM objects that are not images (no pixels, DICOMDIR) or belong to another series
+    (``series_uid``: the SeriesInstanceUID or its hash; messages show UIDs only hashed)."""
     if len(ds) == 0:
         raise ImageReadError(path, "has a DICOM preamble but no readable data elements (truncated or corrupt "
                                    "file?)")
@@ -77,9 +78,10 @@ def check_image_object(path: Path, ds, series_uid: str | None = None) -> None:
         value = ds.get(keyword)
         if not isinstance(value, int) or value <= 0:
             raise ImageReadError(path, f"has pixel data but an invalid or missing {keyword} ({value!r})")
-    if series_uid is not None and str(ds.get("SeriesInstanceUID", "")).strip() != series_uid.strip():
-        raise ImageReadError(path, f"series_uid {series_uid!r} does not match this file's series "
-                                   f"{str(ds.get('SeriesInstanceUID', '') or '(none)')!r}")
+    own = clean_uid(ds.get("SeriesInstanceUID", ""))
+    if series_uid is not None and not uid_matches(series_uid, own):
+        raise ImageReadError(path, f"series_uid {uid_shown(series_uid)} does not match this file's series "
+                                   f"{uid_hash(own) if own else '(none)'} (UIDs shown hashed)")
 
 
 def _geometry(path: Path, ds, n_frames: int) -> DicomGeometry:
@@ -89,8 +91,8 @@ def _geometry(path: Path, ds, n_frames: int) -> DicomGeometry:
         raise ImageReadError(path, str(exc)) from exc
 
 
-def _meta(ds, geometry: DicomGeometry, extra: dict[str, Any]) -> dict[str, Any]:
-    meta = dicom_meta(ds)
+def _meta(ds, geometry: DicomGeometry, extra: dict[str, Any], identifying: bool = False) -> dict[str, Any]:
+    meta = dicom_meta(ds, identifying)
     if "SliceThickness" not in meta and geometry.spacing_source == "PixelMeasuresSequence":
         item = functional_group(ds, 0, "PixelMeasuresSequence")
         if item is not None and item.get("SliceThickness") not in (None, ""):
@@ -102,8 +104,9 @@ def _meta(ds, geometry: DicomGeometry, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_dicom_file(path: Path, series_uid: str | None = None, *, color_to_luminance: bool = False,
-                    max_voxels: int = MAX_VOXELS) -> Image:
-    """One DICOM file as an :class:`Image` of shape (frames, Rows, Columns) in modality values."""
+                    max_voxels: int = MAX_VOXELS, identifying: bool = False) -> Image:
+    """One DICOM file as an :class:`Image` of shape (frames, Rows, Columns) in modality values
+    (``identifying``: see :func:`mmxai_core.io.meta.dicom_meta`)."""
     ds = load_dataset(path, pixels=True)
     check_image_object(path, ds, series_uid)
     n_frames = number_of_frames(path, ds)
@@ -115,7 +118,8 @@ def read_dicom_file(path: Path, series_uid: str | None = None, *, color_to_lumin
         raise ImageReadError(path, str(exc)) from exc
     if geometry.order is not None:
         array = array[geometry.order]
-    return Image(array, geometry.spacing, geometry.origin, geometry.direction, _meta(ds, geometry, notes))
+    return Image(array, geometry.spacing, geometry.origin, geometry.direction,
+                 _meta(ds, geometry, notes, identifying))
 
 
 def _check_size(path: Path, ds, n_frames: int, max_voxels: int) -> None:
@@ -125,8 +129,8 @@ def _check_size(path: Path, ds, n_frames: int, max_voxels: int) -> None:
         raise ImageReadError(path, problem)
 
 
-def read_dicom_file_geometry(path: Path, series_uid: str | None = None, *,
-                             max_voxels: int = MAX_VOXELS) -> ImageGeometry:
+def read_dicom_file_geometry(path: Path, series_uid: str | None = None, *, max_voxels: int = MAX_VOXELS,
+                             identifying: bool = False) -> ImageGeometry:
     """The grid of one DICOM file from its header, without decoding the voxels."""
     ds = load_dataset(path, pixels=False)
     check_image_object(path, ds, series_uid)
@@ -134,4 +138,4 @@ def read_dicom_file_geometry(path: Path, series_uid: str | None = None, *,
     _check_size(path, ds, n_frames, max_voxels)
     geometry = _geometry(path, ds, n_frames)
     return ImageGeometry((n_frames, ds.Rows, ds.Columns), geometry.spacing, geometry.origin,
-                         geometry.direction, _meta(ds, geometry, {}))
+                         geometry.direction, _meta(ds, geometry, {}, identifying))

@@ -3,7 +3,9 @@
 The folder is scanned (not recursively) with pydicom, headers only. Files that are not DICOM Part 10
 (including DICOM without the 128-byte preamble), hidden files and DICOM objects without an image
 (RTSTRUCT, SR, DICOMDIR, ...) are ignored. Image files are grouped by
-SeriesInstanceUID; a folder with several image series needs ``series_uid``, and the error lists them.
+SeriesInstanceUID; a folder with several image series needs ``series_uid`` (the UID or its hash from
+:func:`mmxai_core.io.meta.uid_hash`), and the error lists them by hash with number, description and slice
+count. Messages never show a raw UID.
 Slices are ordered by position along the slice normal (:func:`mmxai_core.io.dicom_geometry.series_geometry`)
 and the voxels are read by ``SimpleITK.ImageSeriesReader`` (GDCM), which applies each slice's rescale
 and inverts MONOCHROME1.
@@ -24,7 +26,7 @@ from mmxai_core.io.dicom_geometry import DicomGeometry, DicomGeometryError, seri
 from mmxai_core.io.dicom_pixels import is_color, photometric
 from mmxai_core.io.geometry import ImageGeometry
 from mmxai_core.io.image import Image
-from mmxai_core.io.meta import dicom_meta
+from mmxai_core.io.meta import dicom_meta, uid_hash, uid_matches, uid_shown
 
 
 @dataclasses.dataclass
@@ -35,15 +37,32 @@ class Series:
     files: list[Path] = dataclasses.field(default_factory=list)
     headers: list[Any] = dataclasses.field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        """The series as messages name it: the hash of its UID (never the UID itself)."""
+        return uid_hash(self.uid) if self.uid else "(no SeriesInstanceUID)"
+
+    def n_slices(self) -> int:
+        """Slices in the series: one per file, NumberOfFrames for a multi-frame file."""
+        total = 0
+        for ds in self.headers:
+            try:
+                total += max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+            except (TypeError, ValueError):
+                total += 1
+        return total
+
     def describe(self) -> str:
-        """``UID (n files, MODALITY, 'description')`` for error messages."""
+        """``HASH (number N, n slices, MODALITY, 'description')`` for error messages."""
         first = self.headers[0]
         desc = str(first.get("SeriesDescription", "") or "").strip()
-        parts = [f"{len(self.files)} file{'s' if len(self.files) != 1 else ''}",
-                 str(first.get("Modality", "") or "?")]
+        number = str(first.get("SeriesNumber", "") or "").strip()
+        n = self.n_slices()
+        parts = [f"number {number}"] if number else []
+        parts += [f"{n} slice{'s' if n != 1 else ''}", str(first.get("Modality", "") or "?")]
         if desc:
             parts.append(repr(desc))
-        return f"{self.uid or '(no SeriesInstanceUID)'} ({', '.join(parts)})"
+        return f"{self.label} ({', '.join(parts)})"
 
 
 @dataclasses.dataclass
@@ -106,31 +125,33 @@ def scan_folder(folder: Path) -> FolderScan:
 
 
 def select_series(folder: Path, scan: FolderScan, series_uid: str | None) -> Series:
-    """The series named by ``series_uid``, or the only one; else an error listing them all."""
+    """The series named by ``series_uid`` (its UID or the UID's hash), or the only one; else an error
+    listing them all by hash, number, slice count, modality and description."""
     if not scan.series:
         raise ImageReadError(folder, scan.why_empty())
-    listing = "; ".join(s.describe() for _, s in sorted(scan.series.items()))
+    listing = "; ".join(s.describe() for s in sorted(scan.series.values(), key=lambda s: s.label))
     if series_uid is not None:
-        wanted = series_uid.strip()
-        if wanted not in scan.series:
-            raise ImageReadError(folder, f"series_uid {wanted!r} is not in this folder, which holds "
-                                         f"{len(scan.series)} series: {listing}")
-        return scan.series[wanted]
+        found = [s for uid, s in scan.series.items() if uid_matches(series_uid, uid)]
+        if not found:
+            raise ImageReadError(folder, f"series_uid {uid_shown(series_uid)} is not in this folder, which "
+                                         f"holds {len(scan.series)} series (UIDs shown hashed; either form is "
+                                         f"accepted): {listing}")
+        return found[0]
     if len(scan.series) > 1:
         raise ImageReadError(folder, f"holds {len(scan.series)} DICOM series; choose one with series_uid "
-                                     f"(mmxai-inspect --series-uid UID): {listing}")
+                                     f"(--series-uid HASH, the UID's hash as listed, or the UID): {listing}")
     return next(iter(scan.series.values()))
 
 
 def _checked_series(folder: Path, series: Series) -> DicomGeometry:
     multi = [f.name for f, ds in zip(series.files, series.headers) if int(ds.get("NumberOfFrames", 1) or 1) > 1]
     if multi:
-        raise ImageReadError(folder, f"series {series.uid} has {len(multi)} multi-frame file(s) (e.g. "
+        raise ImageReadError(folder, f"series {series.label} has {len(multi)} multi-frame file(s) (e.g. "
                                      f"{multi[0]}) among {len(series.files)}: read each file on its own")
     try:
         return series_geometry(series.headers)
     except DicomGeometryError as exc:
-        raise ImageReadError(folder, f"series {series.uid}: {exc}") from exc
+        raise ImageReadError(folder, f"series {series.label}: {exc}") from exc
 
 
 def _check_size(folder: Path, series: Series, max_voxels: int) -> None:
@@ -138,7 +159,7 @@ def _check_size(folder: Path, series: Series, max_voxels: int) -> None:
     problem = check_voxel_count((len(series.files), int(first.Rows), int(first.Columns),
                                  int(first.get("SamplesPerPixel", 1) or 1)), max_voxels)
     if problem:
-        raise ImageReadError(folder, f"series {series.uid}: {problem}")
+        raise ImageReadError(folder, f"series {series.label}: {problem}")
 
 
 def _find_unreadable_slice(series: Series) -> str | None:
@@ -157,9 +178,10 @@ def _find_unreadable_slice(series: Series) -> str | None:
     return None
 
 
-def _meta(series: Series, geometry: DicomGeometry, extra: dict[str, Any]) -> dict[str, Any]:
+def _meta(series: Series, geometry: DicomGeometry, extra: dict[str, Any], identifying: bool = False
+          ) -> dict[str, Any]:
     first = series.headers[geometry.order[0]] if geometry.order else series.headers[0]
-    meta = dicom_meta(first)
+    meta = dicom_meta(first, identifying)
     meta.update(geometry.meta())
     meta.pop("frames_reordered", None)  # a series is always ordered by position
     meta.update(extra)
@@ -178,19 +200,21 @@ def _rescale_pairs(series: Series) -> set[tuple[float, float]]:
 
 
 def read_dicom_series(folder: Path, series_uid: str | None = None, *, color_to_luminance: bool = False,
-                      max_voxels: int = MAX_VOXELS) -> Image:
-    """A DICOM series folder as an :class:`Image` of shape (slices, Rows, Columns) in modality values."""
+                      max_voxels: int = MAX_VOXELS, identifying: bool = False) -> Image:
+    """A DICOM series folder as an :class:`Image` of shape (slices, Rows, Columns) in modality values
+    (``identifying``: see :func:`mmxai_core.io.meta.dicom_meta`)."""
     import SimpleITK as sitk
 
     scan = scan_folder(folder)
     series = select_series(folder, scan, series_uid)
     if len(series.files) == 1:
-        return read_dicom_file(series.files[0], color_to_luminance=color_to_luminance, max_voxels=max_voxels)
+        return read_dicom_file(series.files[0], color_to_luminance=color_to_luminance, max_voxels=max_voxels,
+                               identifying=identifying)
     geometry = _checked_series(folder, series)
     first = series.headers[0]
     color = any(is_color(ds) for ds in series.headers)
     if color and not color_to_luminance:
-        raise ImageReadError(folder, f"series {series.uid} is colour (PhotometricInterpretation "
+        raise ImageReadError(folder, f"series {series.label} is colour (PhotometricInterpretation "
                                      f"{photometric(first) or '?'}) where greyscale is expected; pass "
                                      "color_to_luminance=True to convert it to luminance")
     rows, cols = int(first.Rows), int(first.Columns)
@@ -207,10 +231,10 @@ def read_dicom_series(folder: Path, series_uid: str | None = None, *, color_to_l
             array = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
         culprit = _find_unreadable_slice(series)
-        raise ImageReadError(folder, f"cannot read series {series.uid}: "
+        raise ImageReadError(folder, f"cannot read series {series.label}: "
                                      f"{culprit or itk_reason(exc)}") from exc
     if array.shape[:3] != (len(files), rows, cols):
-        raise ImageReadError(folder, f"series {series.uid}: read voxels of shape {array.shape}, expected "
+        raise ImageReadError(folder, f"series {series.label}: read voxels of shape {array.shape}, expected "
                                      f"{(len(files), rows, cols)}")
     extra: dict[str, Any] = {"pixel_decoder": "SimpleITK (GDCM)"}
     if array.ndim == 4:
@@ -221,18 +245,18 @@ def read_dicom_series(folder: Path, series_uid: str | None = None, *, color_to_l
     if pairs != {(1.0, 0.0)}:
         extra["rescale_applied"] = True
     return Image(np.ascontiguousarray(array), geometry.spacing, geometry.origin, geometry.direction,
-                 _meta(series, geometry, extra))
+                 _meta(series, geometry, extra, identifying))
 
 
-def read_dicom_series_geometry(folder: Path, series_uid: str | None = None, *,
-                               max_voxels: int = MAX_VOXELS) -> ImageGeometry:
+def read_dicom_series_geometry(folder: Path, series_uid: str | None = None, *, max_voxels: int = MAX_VOXELS,
+                               identifying: bool = False) -> ImageGeometry:
     """The grid of a DICOM series folder from the headers alone."""
     scan = scan_folder(folder)
     series = select_series(folder, scan, series_uid)
     if len(series.files) == 1:
-        return read_dicom_file_geometry(series.files[0], max_voxels=max_voxels)
+        return read_dicom_file_geometry(series.files[0], max_voxels=max_voxels, identifying=identifying)
     geometry = _checked_series(folder, series)
     _check_size(folder, series, max_voxels)
     first = series.headers[0]
     return ImageGeometry((len(series.files), int(first.Rows), int(first.Columns)), geometry.spacing,
-                         geometry.origin, geometry.direction, _meta(series, geometry, {}))
+                         geometry.origin, geometry.direction, _meta(series, geometry, {}, identifying))

@@ -83,18 +83,22 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def read_image(path: str | os.PathLike, series_uid: str | None = None, *, color_to_luminance: bool = False,
-               allow_nonfinite: bool = False, max_voxels: int = MAX_VOXELS) -> Image:
+               allow_nonfinite: bool = False, max_voxels: int = MAX_VOXELS, identifying: bool = False) -> Image:
     """Read an image file or DICOM series folder with its geometry and safe header fields.
 
     Args:
         path: a DICOM file (single or multi-frame), a folder of DICOM slices, or a NIfTI (.nii,
             .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), PNG, JPEG, TIFF or BMP file.
-        series_uid: SeriesInstanceUID to pick from a folder holding several series (for a single DICOM
-            file it must match the file's series).
+        series_uid: SeriesInstanceUID, or its hash (:func:`mmxai_core.io.meta.uid_hash`, as error
+            messages list it), to pick from a folder holding several series (for a single DICOM file it
+            must match the file's series).
         color_to_luminance: convert colour DICOM / vector NRRD, NIfTI, MetaImage to luminance instead of
             refusing them.
         allow_nonfinite: keep NaN/inf voxels instead of refusing the image.
         max_voxels: refuse headers that declare more voxels than this.
+        identifying: DICOM only: add ``meta["identifiers"]`` (patient name, IDs, dates, raw UIDs, ...; see
+            :mod:`mmxai_core.io.meta`). For showing them on request (``mmxai-inspect --identifiers``);
+            never write such an image's meta to a file.
 
     Returns:
         :class:`Image` with ``array`` (Z, Y, X) (a 2-D image is (1, Y, X)), ``spacing`` (sx, sy, sz) mm,
@@ -113,7 +117,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None, *, color_
     def work() -> Image:
         if p.is_dir():
             return read_dicom_series(p, series_uid, color_to_luminance=color_to_luminance,
-                                     max_voxels=max_voxels)
+                                     max_voxels=max_voxels, identifying=identifying)
         fmt = _file_format(p, series_uid)
         if fmt in ITK_FORMATS:
             return read_itk_file(p, fmt, color_to_luminance=color_to_luminance, max_voxels=max_voxels)
@@ -121,7 +125,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None, *, color_
             return read_photo(p, fmt, max_voxels=max_voxels)
         try:
             return read_dicom_file(p, series_uid, color_to_luminance=color_to_luminance,
-                                   max_voxels=max_voxels)
+                                   max_voxels=max_voxels, identifying=identifying)
         except ImageReadError as exc:
             raise (_unknown_to_generic(p, exc) if fmt != "dicom" else exc) from exc.__cause__
 
@@ -143,13 +147,15 @@ def _check_finite(path: Path, image: Image, allow_nonfinite: bool) -> None:
 
 
 def read_geometry(path: str | os.PathLike, series_uid: str | None = None, *,
-                  max_voxels: int = MAX_VOXELS) -> ImageGeometry:
+                  max_voxels: int = MAX_VOXELS, identifying: bool = False) -> ImageGeometry:
     """The grid of an image (size, spacing, origin, direction, header meta) without reading its voxels.
 
     Accepts the same paths as :func:`read_image` and reports the same geometry it would (the same code
     computes it), but reads only headers: ``SimpleITK.ImageFileReader.ReadImageInformation`` for NIfTI,
     NRRD and MetaImage, pydicom headers for DICOM, Pillow's lazy open for photos. Problems found only in
     the voxels (truncated pixel data, colour, NaN) are not detected here.
+
+    ``identifying`` as for :func:`read_image`.
 
     Returns:
         :class:`~mmxai_core.io.geometry.ImageGeometry` (``shape`` (Z, Y, X), ``spacing``, ``origin``,
@@ -163,14 +169,14 @@ def read_geometry(path: str | os.PathLike, series_uid: str | None = None, *,
 
     def work() -> ImageGeometry:
         if p.is_dir():
-            return read_dicom_series_geometry(p, series_uid, max_voxels=max_voxels)
+            return read_dicom_series_geometry(p, series_uid, max_voxels=max_voxels, identifying=identifying)
         fmt = _file_format(p, series_uid)
         if fmt in ITK_FORMATS:
             return read_itk_geometry(p, fmt, max_voxels=max_voxels)
         if fmt in PHOTO_FORMATS:
             return read_photo_geometry(p, fmt, max_voxels=max_voxels)
         try:
-            return read_dicom_file_geometry(p, series_uid, max_voxels=max_voxels)
+            return read_dicom_file_geometry(p, series_uid, max_voxels=max_voxels, identifying=identifying)
         except ImageReadError as exc:
             raise (_unknown_to_generic(p, exc) if fmt != "dicom" else exc) from exc.__cause__
 
