@@ -52,3 +52,29 @@ def run_cli(prog: str, body: Callable[[Sequence[str] | None], int | None],
 def notice(prog: str) -> None:
     """Print the research-use notice to stderr (every CLI does this once)."""
     print(f"{prog}: {RESEARCH_USE_NOTICE}", file=sys.stderr)
+
+
+class HeldNotice:
+    """The research-use notice, held back until the inputs are accepted, then printed once.
+
+    Call the object when work on accepted inputs begins, and again at the end of a successful run (it prints
+    at most once); :meth:`before` wraps a progress-line function so that the notice precedes the first
+    line. A refused input thus gets exactly one stderr line, and every successful run shows the notice.
+    ``enabled=False`` (e.g. a non-zero torchrun rank) prints nothing.
+    """
+
+    def __init__(self, prog: str, enabled: bool = True):
+        self.prog = prog
+        self.pending = enabled
+
+    def __call__(self) -> None:
+        if self.pending:
+            self.pending = False
+            notice(self.prog)
+
+    def before(self, log: Callable[..., None]) -> Callable[..., None]:
+        """``log`` that prints the notice first, the first time it is called."""
+        def wrapped(*args, **kwargs) -> None:
+            self()
+            log(*args, **kwargs)
+        return wrapped

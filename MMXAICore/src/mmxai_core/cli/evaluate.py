@@ -3,11 +3,11 @@ Research use, not for diagnosis.
 
     mmxai-evaluate --model RUN_DIR/checkpoint --manifest M.csv [--schema S.yaml] \\
                    [--split test --splits RUN_DIR/splits.json] --out EVAL_DIR [--n-boot 1000] [--xai]
-                   [--xai-metrics stability,sanity] [--xai-max-cases N]
+                   [--xai-metrics stability,sanity] [--xai-max-cases N] [--allow-outside-paths]
 
 Writes ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``reliability.png`` and ``predictions.csv`` to
 EVAL_DIR (see :mod:`mmxai_core.train.evaluate` for the definitions). Bad input: one line on stderr,
-exit 2, nothing written.
+exit 2, nothing written; the research-use notice follows once the inputs are accepted.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from mmxai_core.cli._common import notice, run_cli
+from mmxai_core.cli._common import HeldNotice, run_cli
 
 PROG = "mmxai-evaluate"
 
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--cache-dir", metavar="DIR", help="keep preprocessed images here for later runs")
+    p.add_argument("--allow-outside-paths", action="store_true", help="accept manifest paths that leave the "
+                   "manifest's folder (refused by default)")
     p.add_argument("--xai", action="store_true", help="also compute explanation metrics over the cases "
                    "(mmxai_core.explain.evaluate_xai; an error while it is not available)")
     p.add_argument("--xai-metrics", metavar="LIST", help="with --xai: comma-separated subset of stability, "
@@ -66,21 +68,26 @@ def _body(argv: Sequence[str] | None) -> int:
             raise MMXAIError(f"--xai-max-cases must be >= 1, got {args.xai_max_cases}")
         xai_options = {"metrics": parse_xai_metrics(args.xai_metrics), "max_cases": args.xai_max_cases,
                        "n_boot": max(args.n_boot, 0), "seed": args.seed}
-    notice(PROG)
     if args.n_boot < 0:
         raise MMXAIError(f"--n-boot must be >= 0, got {args.n_boot}")
     if args.batch_size < 1:
         raise MMXAIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from mmxai_core.data.manifest import outside_paths_allowed
     from mmxai_core.train.evaluate import evaluate_checkpoint
     from mmxai_core.train.run import metrics_summary
 
+    held = HeldNotice(PROG)
+
+    @held.before
     def say(text: str) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
-    report = evaluate_checkpoint(args.model, args.manifest, args.out, args.schema, split=args.split,
-                                 splits=args.splits, n_boot=args.n_boot, seed=args.seed, batch_size=args.batch_size,
-                                 device=args.device, threads=args.threads, cache_dir=args.cache_dir, xai=args.xai,
-                                 xai_options=xai_options, log=say)
+    with outside_paths_allowed(args.allow_outside_paths):
+        report = evaluate_checkpoint(args.model, args.manifest, args.out, args.schema, split=args.split,
+                                     splits=args.splits, n_boot=args.n_boot, seed=args.seed,
+                                     batch_size=args.batch_size, device=args.device, threads=args.threads,
+                                     cache_dir=args.cache_dir, xai=args.xai, xai_options=xai_options, log=say)
+    held()
     result = report.result
     name = result["inputs"]["split"] or "all"
     lines = metrics_summary(result, name)

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmxai_core.cli._common import notice, run_cli
+from mmxai_core.cli._common import HeldNotice, notice, run_cli
 
 PROG = "mmxai-explain"
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     one = p.add_argument_group("one case")
     one.add_argument("--image", metavar="PATH", help="image file (DICOM, NIfTI, NRRD, MetaImage, PNG, ...) or "
                      "DICOM series folder")
-    one.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID in a folder holding several series")
+    one.add_argument("--series-uid", metavar="UID", help="series in a folder holding several: its "
+                     "SeriesInstanceUID or the hash the error message lists")
     one.add_argument("--clinical", metavar="JSON|@FILE", help="clinical values as a JSON object, or @file.json; "
                      "absent fields and null are unknown; '{}' = all unknown")
     many = p.add_argument_group("many cases")
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--split", choices=("train", "val", "test"), help="only this split")
     many.add_argument("--splits", metavar="JSON", help="split file (e.g. RUN/splits.json); default: the "
                       "manifest's split column")
+    many.add_argument("--allow-outside-paths", action="store_true", help="accept manifest paths that leave "
+                      "the manifest's folder (refused by default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
                    help="where to compute (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("--metrics", default="", metavar="NAMES", help="comma-separated explanation-quality "
@@ -80,8 +83,8 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.image is not None:
         if args.clinical is None:
             raise MMXAIError("--clinical is required with --image (use '{}' when every field is unknown)")
-        if args.split or args.splits:
-            raise MMXAIError("--split / --splits only go with --manifest")
+        if args.split or args.splits or args.allow_outside_paths:
+            raise MMXAIError("--split / --splits / --allow-outside-paths only go with --manifest")
         raw = read_clinical_arg(args.clinical)
     else:
         if args.clinical is not None or args.series_uid is not None:
@@ -115,10 +118,12 @@ def _body(argv: Sequence[str] | None) -> int:
         print(f"{pred['class']} (p = {p:.3f}{thr}); report: {Path(args.out) / result['files']['report']}")
         return 0
 
+    from mmxai_core.data.manifest import outside_paths_allowed
     from mmxai_core.explain.batch import plan_batch, run_batch
 
-    plan = plan_batch(info, args.manifest, args.out, options, split=args.split, splits_path=args.splits,
-                      force=args.force)
+    with outside_paths_allowed(args.allow_outside_paths):
+        plan = plan_batch(info, args.manifest, args.out, options, split=args.split, splits_path=args.splits,
+                          force=args.force)
     notice(PROG)
     model = load_model(args.model, args.device, info=info) if plan.pending else None
     summary = run_batch(model, plan, options, progress_bar=not args.quiet)
@@ -131,12 +136,11 @@ def _body(argv: Sequence[str] | None) -> int:
 def _progress(quiet: bool):
     """Progress lines on stderr; the research-use notice first, once the inputs are accepted (so that a
     refused input gets exactly one line)."""
-    announced = []
+    held = HeldNotice(PROG)
 
     def say(step: str, fraction: float, message: str) -> None:
-        if step != "load" and not announced:
-            notice(PROG)
-            announced.append(True)
+        if step != "load":
+            held()
         if not quiet and step != "load":
             print(f"{PROG}: [{int(round(100 * fraction)):3d}%] {message}", file=sys.stderr, flush=True)
 

@@ -3,7 +3,8 @@ Research use, not for diagnosis.
 
     mmxai-train --manifest cohort/manifest.csv --schema cohort/schema.yaml --out runs/r1 \\
                 [--config config.yaml] [--optim.lr=3e-4 --model.preset=tiny --train.epochs=5 ...] \\
-                [--splits other_run/splits.json] [--resume | --force] [--device auto|cpu|cuda|mps] [--seed N]
+                [--splits other_run/splits.json] [--resume | --force] [--device auto|cpu|cuda|mps] [--seed N] \\
+                [--allow-outside-paths]
 
 Ablation (:mod:`mmxai_core.train.ablation`): the variants x seeds on one split, a table with CIs, paired
 comparisons against the attention model and a bar chart::
@@ -19,6 +20,9 @@ process)::
 Overrides use dotted keys of the config sections (model, data, preprocess, augment, optim, train); see
 :mod:`mmxai_core.train.config`. ``--resume`` without ``--config`` reuses the run's
 ``config.resolved.yaml`` and, without ``--manifest`` / ``--schema``, the files named in its ``run.json``.
+
+The research-use notice is printed once the inputs are accepted (before the first progress line), so a
+refused input gets exactly one stderr line.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mmxai_core.cli._common import notice, run_cli
+from mmxai_core.cli._common import HeldNotice, run_cli
 
 PROG = "mmxai-train"
 ABLATION_VARIANTS = ("attention", "concat", "image_only", "clinical_only")
@@ -61,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="= --train.seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (= --train.progress=false)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--allow-outside-paths", action="store_true", help="accept manifest paths that leave the "
+                   "manifest's folder (refused by default)")
     g = p.add_argument_group("ablation", "train model variants x seeds on one split (RUN_DIR holds the study)")
     g.add_argument("--ablation", action="store_true", help="run the ablation study instead of one run")
     g.add_argument("--variants", default=",".join(ABLATION_VARIANTS), metavar="V1,V2",
@@ -105,14 +111,16 @@ def _body(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = split_overrides(extra, parser)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
-        notice(PROG)
+    held = HeldNotice(PROG, enabled=os.environ.get("RANK", "0") == "0")  # under torchrun, rank 0 speaks
     from mmxai_core.errors import MMXAIError
 
     if args.ablation and args.seed is not None:
         raise MMXAIError("--seed sets one run's seed; with --ablation use --seeds 0,1,2")
     if args.ablation and args.resume and args.force:
         raise MMXAIError("--resume and --force exclude each other")
+    if args.ablation and args.jobs > 1 and args.allow_outside_paths:
+        raise MMXAIError("--allow-outside-paths: not available with --ablation --jobs > 1 (each run's process "
+                         "re-reads the manifest); use --jobs 1")
 
     out = Path(args.out)
     base = args.config
@@ -129,7 +137,7 @@ def _body(argv: Sequence[str] | None) -> int:
         from mmxai_core.data.manifest import load_manifest
         from mmxai_core.data.schema import load_schema
 
-        manifest = load_manifest(manifest_path, load_schema(schema))
+        manifest = load_manifest(manifest_path, load_schema(schema), allow_outside=args.allow_outside_paths)
     from mmxai_core.train.config import resolve_config
 
     if args.device is not None:
@@ -141,9 +149,11 @@ def _body(argv: Sequence[str] | None) -> int:
     cfg = resolve_config(base, overrides)
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
+        held()
         return 0
     from mmxai_core.train.distributed import runtime_from_env
 
+    @held.before
     def say(text: str) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
@@ -156,12 +166,15 @@ def _body(argv: Sequence[str] | None) -> int:
                                   reference=args.reference, splits=args.splits, jobs=args.jobs, resume=args.resume,
                                   force=args.force, runtime=runtime, log=say)
             if runtime.is_main_process:
+                held()
                 print("\n".join(f"{PROG}: {line}" for line in table_lines(result)), flush=True)
             return 0
         from mmxai_core.train.run import run_training
 
         result = run_training(cfg, manifest, schema, out, splits=args.splits, resume=args.resume, force=args.force,
                               runtime=runtime, log=say)
+        if runtime.is_main_process:
+            held()
         if result.status == "complete" and runtime.is_main_process:
             lines = [f"{PROG}: {line}" for line in _test_lines(result)]
             print("\n".join(lines), flush=True)

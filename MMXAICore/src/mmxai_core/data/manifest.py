@@ -20,19 +20,25 @@ column          required    meaning
 :class:`~mmxai_core.errors.ManifestError`, each with its row (spreadsheet numbering: the header is row 1,
 the first data row is row 2) and column.
 
+Paths may not leave the manifest's folder (``../``, absolute paths elsewhere) unless allowed:
+``load_manifest(..., allow_outside=True)``, or, for code that calls :func:`load_manifest` deeper down (the
+CLIs' ``--allow-outside-paths``), within ``with outside_paths_allowed():``.
+
 Class names are the schema's ``classes`` when it declares them (labels are matched ignoring case), else
 the sorted unique labels (whole-number labels as ``"0"``, ``"1"``, ... sorted by value).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import dataclasses
 import difflib
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -134,7 +140,7 @@ def _resolve(root: str, value: str, allow_outside: bool) -> tuple[str, str | Non
             inside = False
         if not inside:
             return p, (f"path '{value}' leaves the manifest's folder {root} "
-                       f"(refused; pass allow_outside=True to allow it)")
+                       f"(refused; allow it with --allow-outside-paths, or allow_outside=True)")
     return p, None
 
 
@@ -168,8 +174,27 @@ def _check_header(header: list[str], schema: ClinicalSchema) -> tuple[dict[str, 
     return columns, problems
 
 
+#: Default of ``load_manifest(allow_outside=None)``; set by :func:`outside_paths_allowed`.
+_ALLOW_OUTSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("mmxai_allow_outside_paths", default=False)
+
+
+@contextlib.contextmanager
+def outside_paths_allowed(allowed: bool = True) -> Iterator[None]:
+    """Within the block, :func:`load_manifest` calls that do not say ``allow_outside`` use ``allowed``.
+
+    For a CLI flag (``--allow-outside-paths``) that must reach a ``load_manifest`` call inside library code
+    (evaluation, batch explanation). Per thread / task (a context variable); processes started inside the
+    block do not inherit it.
+    """
+    token = _ALLOW_OUTSIDE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _ALLOW_OUTSIDE.reset(token)
+
+
 def load_manifest(path: str | os.PathLike, schema: ClinicalSchema, check_files: bool = True,
-                  check_masks: bool = True, allow_outside: bool = False,
+                  check_masks: bool = True, allow_outside: bool | None = None,
                   min_cases_per_class: int = 2) -> Manifest:
     """Read and validate a manifest CSV (UTF-8, a byte-order mark is fine).
 
@@ -179,7 +204,8 @@ def load_manifest(path: str | os.PathLike, schema: ClinicalSchema, check_files: 
         check_files: check that every image and mask exists.
         check_masks: with ``check_files``, check that each mask has its image's size, spacing, origin and
             direction (headers only; voxels are not read).
-        allow_outside: allow paths that leave the manifest's folder.
+        allow_outside: allow paths that leave the manifest's folder (None: False, or what an enclosing
+            :func:`outside_paths_allowed` says).
         min_cases_per_class: each class needs at least this many *patients* (default 2: a training
             manifest, where a class with a single patient cannot be split nor learned); with a value > 0
             there must also be at least two classes. Use 0 or 1 for an evaluation-only manifest.
@@ -190,6 +216,8 @@ def load_manifest(path: str | os.PathLike, schema: ClinicalSchema, check_files: 
     Raises:
         ManifestError: listing every problem found, each with row and column.
     """
+    if allow_outside is None:
+        allow_outside = _ALLOW_OUTSIDE.get()
     path = Path(os.path.abspath(path))
     root = str(path.parent)
     rows = _read_rows(path)
