@@ -9,6 +9,10 @@ case,
 * the image side of the fusion (queries) and each field's keys, values and output projections
   (:meth:`~mmxai_core.model.fusion.CrossModalFusion.two_state`),
 
+* with ``reverse_fusion`` (clinical tokens querying the image tokens, :mod:`~mmxai_core.model.reverse_fusion`),
+  every field's output in both states for every slice, (2, n, F, D): fields never mix there, so a row's
+  per-slice clinical summary is ``mean_f c_f(state_f)``, a gather,
+
 so that a row costs only the mixing of precomputed per-field terms, the residual FFN over the image
 tokens, token pooling, slice pooling and the head: the same operations in the same order as
 ``model.decode``, equal to it up to float rounding. A self-check against ``model.decode`` on a few rows
@@ -41,9 +45,17 @@ class TwoStateDecoder:
     fusion (the prepared :class:`~mmxai_core.model.fusion.TwoStateFusion`).
     """
 
-    def __init__(self, model: nn.Module, fusion, n_slices: int, n_tokens: int, slice_chunk: int | None = None):
+    def __init__(self, model: nn.Module, fusion, n_slices: int, n_tokens: int, slice_chunk: int | None = None,
+                 reverse: Tensor | None = None):
         self.model = model
         self.fusion = fusion
+        # reverse fusion outputs (2, n, F, D) -> per-slice summary of the all-state-0 row (n, D) and each
+        # field's change when it switches to state 1, divided by F (n, F, D)
+        self.reverse_base = self.reverse_delta = None
+        if reverse is not None:
+            f = reverse.shape[2]
+            self.reverse_base = reverse[0].mean(dim=1)
+            self.reverse_delta = (reverse[1] - reverse[0]) / f
         self.n_slices, self.n_tokens = n_slices, n_tokens
         self.hidden = int(model.fusion.ffn.fc1.out_features)
         self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
@@ -58,6 +70,9 @@ class TwoStateDecoder:
             pooled, _ = model.token_pool(fused.view(r * n, self.n_tokens, dim))    # (R*n', D)
             parts.append(pooled.view(r, n, dim))
         pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)           # (R, n, D)
+        if self.reverse_base is not None:
+            b = states.to(pooled.dtype)
+            pooled = pooled + self.reverse_base + torch.einsum("rf,nfd->rnd", b, self.reverse_delta)
         mask = torch.ones(r, self.n_slices, dtype=torch.bool, device=pooled.device)
         embedding, _ = model.slice_pool(pooled, mask)                               # (R, D)
         return model.head(embedding)
@@ -89,7 +104,13 @@ def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor,
     fusion = model.fusion.two_state(image_tokens, state_tokens)
     if fusion is None:
         return None
-    decoder = TwoStateDecoder(model, fusion, int(image_tokens.shape[0]), int(image_tokens.shape[1]))
+    reverse = None
+    if hasattr(model, "reverse_fusion"):
+        n = image_tokens.shape[0]
+        per_state = [model.reverse_fusion(state_tokens[k].expand(n, -1, -1), image_tokens)[0] for k in (0, 1)]
+        reverse = torch.stack(per_state)                                    # (2, n, F, D)
+    decoder = TwoStateDecoder(model, fusion, int(image_tokens.shape[0]), int(image_tokens.shape[1]),
+                              reverse=reverse)
     # self-check on three rows against the model's own decode
     check = torch.zeros(3, f, dtype=torch.bool, device=values.device)
     check[0] = True

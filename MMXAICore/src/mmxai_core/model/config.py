@@ -71,7 +71,11 @@ class ModelConfig:
     positions, then ``depth`` pre-norm transformer blocks with ``num_heads`` heads. ``image_size`` is the
     recommended (trained) input size in pixels; the model itself accepts any size.
 
-    Fusion: ``fusion_heads`` heads of cross-modal attention (image tokens query clinical tokens).
+    Fusion: ``fusion_heads`` heads of cross-modal attention (image tokens query clinical tokens); with
+    ``reverse_fusion`` also clinical field tokens query the image tokens of each slice
+    (:mod:`.reverse_fusion`) and the mean of those per-field outputs joins the slice embedding.
+    ``final_norm``: LayerNorm on the image tokens after the transformer blocks (see :mod:`.image_encoder`
+    for why the presets leave it out).
     Pooling: ``token_pool`` ``mean`` or ``attention`` over the tokens of a slice; gated attention (MIL) over
     slices with ``mil_hidden`` hidden units. ``slice_chunk`` slices go through the image encoder at once.
 
@@ -92,6 +96,8 @@ class ModelConfig:
     dropout: float = 0.1
     fusion_heads: int = 4
     token_pool: str = "attention"
+    reverse_fusion: bool = False
+    final_norm: bool = True
     mil_hidden: int = 64
     slice_chunk: int = 16
     clinical_mask_rate: float = 0.15
@@ -120,6 +126,9 @@ class ModelConfig:
             if self.embed_dim % getattr(self, heads_name):
                 raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {heads_name} "
                                  f"{getattr(self, heads_name)}")
+        for name in ("reverse_fusion", "final_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model config '{name}' must be true or false, got {getattr(self, name)!r}")
         if self.token_pool not in TOKEN_POOLS:
             raise ValueError(f"token_pool must be one of {TOKEN_POOLS}, got {self.token_pool!r}")
         if not isinstance(self.variant, str) or not self.variant:

@@ -6,6 +6,8 @@ Per case (``attention`` variant; the order DESIGN.md asks for):
     clinical (F,) values + missing -> ClinicalTokenizer -> tokens (F, D)
     each slice: CrossModalFusion(image tokens, clinical tokens) -> (N, D), weights (heads, N, F)
     each slice: TokenPool -> (D,)
+    each slice (config.reverse_fusion): + mean over fields of ClinicalToImageAttention(clinical tokens,
+                image tokens) -> (D,), weights (heads, F, N)
     slices: GatedAttentionPool with the slice mask -> (D,)  -> ClassifierHead -> logits (C,)
 
 Inputs (all batched, B cases):
@@ -41,6 +43,7 @@ from mmxai_core.model.image_encoder import ImageEncoder, check_grid
 from mmxai_core.model.missingness import apply_missingness
 from mmxai_core.model.outputs import ImageEncoding, ModelOutput
 from mmxai_core.model.pooling import GatedAttentionPool, TokenPool
+from mmxai_core.model.reverse_fusion import ClinicalToImageAttention
 
 
 class MultimodalClassifier(nn.Module):
@@ -62,7 +65,8 @@ class MultimodalClassifier(nn.Module):
         dim, drop = config.embed_dim, config.dropout
         if self.uses_image:
             self.image_encoder = ImageEncoder(config.trunk, config.trunk_out_index, dim, config.depth,
-                                              config.num_heads, config.mlp_ratio, drop, trunk_weights)
+                                              config.num_heads, config.mlp_ratio, drop, trunk_weights,
+                                              final_norm=config.final_norm)
             self.missing_image_token = nn.Parameter(torch.empty(dim))
             nn.init.trunc_normal_(self.missing_image_token, std=0.02)
             self.token_pool = TokenPool(dim, config.token_pool)
@@ -71,6 +75,8 @@ class MultimodalClassifier(nn.Module):
             self.clinical_encoder = ClinicalTokenizer(config.clinical_fields, dim, config.mlp_ratio, drop)
         if self.fusion_kind == "cross_attention":
             self.fusion = CrossModalFusion(dim, config.fusion_heads, config.mlp_ratio, drop)
+            if config.reverse_fusion:
+                self.reverse_fusion = ClinicalToImageAttention(dim, config.fusion_heads, drop)
         elif self.uses_clinical:
             self.clinical_summary = ClinicalSummary(config.num_fields, dim, drop)
         head_in = dim * (2 if self.fusion_kind == "concat" else 1)
@@ -220,16 +226,23 @@ class MultimodalClassifier(nn.Module):
         b, s, n_tok, dim = tokens.shape
         b_idx, s_idx = mask.nonzero(as_tuple=True)
         x = tokens[b_idx, s_idx]                                   # (n, N, D)
-        cross = None
+        cross = reverse = None
+        image_tokens = x
         if self.fusion_kind == "cross_attention":
             x, weights = self.fusion(x, clin[b_idx])               # (n, N, D), (n, heads, N, F)
             cross = weights.new_zeros(b, s, *weights.shape[1:]).index_put((b_idx, s_idx), weights)
         pooled, tok_w = self.token_pool(x)                         # (n, D), (n, N)
+        if self.fusion_kind == "cross_attention" and hasattr(self, "reverse_fusion"):
+            fields, rweights = self.reverse_fusion(clin[b_idx], image_tokens)   # (n, F, D), (n, heads, F, N)
+            pooled = pooled + fields.mean(dim=1)
+            reverse = rweights.new_zeros(b, s, *rweights.shape[1:]).index_put((b_idx, s_idx), rweights)
         slice_emb = pooled.new_zeros(b, s, dim).index_put((b_idx, s_idx), pooled)
         image_embedding, slice_w = self.slice_pool(slice_emb, mask)
         extra = dict(slice_mask=mask, slice_weights=slice_w, grid=enc.grid, self_attentions=enc.self_attentions,
                      token_weights=tok_w.new_zeros(b, s, n_tok).index_put((b_idx, s_idx), tok_w),
                      cross_attention=cross)
+        if reverse is not None:
+            extra["reverse_attention"] = reverse
         if cross is not None:
             per_slice = cross.mean(dim=(2, 3))                     # (B, S, F)
             extra["clinical_attention"] = (slice_w.unsqueeze(-1) * per_slice).sum(1)

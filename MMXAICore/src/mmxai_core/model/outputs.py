@@ -63,6 +63,8 @@ class ModelOutput:
                         for each image token, the weight of each clinical field; zeros on padded slices;
                         for a case without an image, the missing-image token's weights at slice 0,
                         repeated over the N token positions.
+    reverse_attention:  (B, S, heads, F, N) clinical-to-image attention (``reverse_fusion``): for each
+                        clinical field, the weight of each image token of the slice; zeros on padding.
     clinical_attention: (B, F) summary of ``cross_attention``: mean over heads and tokens, weighted by
                         ``slice_weights``; sums to 1 per case (``attention`` variant).
     grid:               (h, w) image token grid.
@@ -78,5 +80,6 @@ class ModelOutput:
     token_weights: Tensor | None = None
     cross_attention: Tensor | None = None
     clinical_attention: Tensor | None = None
+    reverse_attention: Tensor | None = None
     grid: tuple[int, int] | None = None
     self_attentions: list[Tensor] | None = None

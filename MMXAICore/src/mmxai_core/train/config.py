@@ -86,6 +86,8 @@ class ModelSection:
     dropout: float | None = None
     fusion_heads: int | None = None
     token_pool: str | None = None
+    reverse_fusion: bool | None = None
+    final_norm: bool | None = None
     mil_hidden: int | None = None
     slice_chunk: int | None = None
     clinical_mask_rate: float | None = None

@@ -72,7 +72,7 @@ def randomisation_stages(model: nn.Module) -> list[Stage]:
 
     add("head", ["head"])
     add("pooling", ["slice_pool", "token_pool"])
-    add("fusion", ["fusion", "clinical_summary"])
+    add("fusion", ["fusion", "reverse_fusion", "clinical_summary"])
     add("clinical_encoder", ["clinical_encoder"])
     blocks = model.image_encoder.blocks if hasattr(model, "image_encoder") else []
     for i in reversed(range(len(blocks))):
