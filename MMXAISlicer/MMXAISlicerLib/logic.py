@@ -44,7 +44,8 @@ _LOG_KEEP = 200
 class RunError(Exception):
     """A run could not start or did not finish; ``str()`` is a plain-words message for the panel.
 
-    ``kind``: input | checkpoint | clinical | start | worker | crash | oom | result | cancelled | busy.
+    ``kind``: input | checkpoint | clinical | start | worker | crash | killed | oom | result | cancelled | busy
+    (``killed``: ended by SIGKILL, whoever sent it; ``oom``: the worker's own output reported lack of memory).
     """
 
     def __init__(self, message: str, kind: str = "input", details: str = ""):
@@ -189,9 +190,11 @@ class RunJob:
         if oom:
             return RunError(_oom_text(""), kind="oom", details=tail)
         if rc in (-9, 137):
-            return RunError("The worker was killed by the system (exit signal 9), most likely because the "
-                            "computer ran out of memory. Try a smaller volume or close other programs.",
-                            kind="oom", details=tail)
+            # SIGKILL says nothing about who sent it: the kernel's out-of-memory killer, a user, a watchdog
+            return RunError("The worker was stopped by signal 9 (SIGKILL), e.g. by the system's out-of-memory "
+                            "killer or by a user; nothing was added to the scene. If memory was short, choose "
+                            "CPU, use a smaller volume or close other programs, and run again.",
+                            kind="killed", details=tail)
         if self._protocol_problem:
             return RunError(f"The worker's output could not be understood: {self._protocol_problem}",
                             kind="crash", details=tail)
