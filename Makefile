@@ -24,7 +24,7 @@ SPY := $(SVENV)/bin/python
 SSTAMP := $(SVENV)/.stamp-slicer
 SLICER_PYTEST_ARGS ?=
 
-.PHONY: demo test venv venv-slicer clean-venv
+.PHONY: demo test bench venv venv-slicer clean-venv
 
 venv: $(STAMP)
 
@@ -49,6 +49,10 @@ demo: $(STAMP)
 test: $(STAMP) $(SSTAMP)
 	$(VPY) -m pytest MMXAICore/tests $(PYTEST_ARGS)
 	QT_QPA_PLATFORM=offscreen MMXAI_CORE_PYTHON="$(abspath $(VPY))" $(SPY) -m pytest Testing $(SLICER_PYTEST_ARGS)
+
+# The benchmark suite (about 20-30 minutes on 2 CPU cores): writes BENCHMARKS.md and out/bench/*.json.
+bench: $(STAMP)
+	$(VPY) MMXAICore/benchmarks/run_all.py --out $(OUT)/bench --md BENCHMARKS.md
 
 clean-venv:
 	rm -rf $(VENV)

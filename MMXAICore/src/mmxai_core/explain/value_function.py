@@ -40,6 +40,8 @@ _ROW_ELEMENT_BUDGET = 1 << 20
 #: The same for the two-state decoder (:mod:`.coalition_decoder`), per (rows, slice_chunk, tokens, FFN
 #: width) tensor: measured on 2 CPU cores, 32-64 rows of 64 tokens x 128 decode fastest (cache-sized).
 _FAST_ELEMENT_BUDGET = 1 << 19
+#: On a GPU, fewer and larger chunks (kernel launches, not caches, set the pace): 32M elements (128 MB).
+_FAST_ELEMENT_BUDGET_CUDA = 1 << 25
 #: Upper bound of the default chunk size.
 _MAX_DEFAULT_ROWS = 4096
 
@@ -273,7 +275,8 @@ class CoalitionValue:
             return self._requested_rows
         hidden = max(int(self.model.config.embed_dim), decoder.hidden)
         per_row = decoder.slice_chunk * decoder.n_tokens * hidden
-        return int(min(_MAX_DEFAULT_ROWS, max(1, _FAST_ELEMENT_BUDGET // per_row)))
+        budget = _FAST_ELEMENT_BUDGET_CUDA if self._device.type == "cuda" else _FAST_ELEMENT_BUDGET
+        return int(min(_MAX_DEFAULT_ROWS, max(1, budget // per_row)))
 
     def evaluate_known(self, known, *, image: bool = True) -> np.ndarray:
         """known (R, F) bool over ALL model fields (True = entered value kept) -> v (R,) float64.

@@ -1,0 +1,110 @@
+"""Explain time and peak memory of a volume against its slice count (research use only).
+
+    python MMXAICore/benchmarks/bench_volume.py [--slices 1,16,32,64,128] [--size 256] [--repeats 5]
+                                               [--repeats-large 2] [--large-from 64] [--threads 1] [--json out.json]
+
+For each slice count S (one case, S x ``--size`` x ``--size``, tiny architecture with explicit settings,
+slice_chunk 16, 10 clinical fields) a FRESH process (so that its peak memory is its own) times, after one
+warm-up explanation of a 1-slice case:
+
+* Grad-CAM++ of the case (slices in chunks of 16: encode without a graph, d score / d tokens, per-chunk
+  vector-Jacobian product), and
+* exact Shapley values of the 10 fields (1,024 coalitions; image encoded once, two-state decoder with
+  slices in chunks of 16),
+
+as the median of ``--repeats`` runs (``--repeats-large`` for S >= ``--large-from``: a 128-slice
+explanation takes about a minute on one CPU thread, so five repeats of it do not fit the suite's budget).
+
+Memory: the process's peak resident set size (``ru_maxrss``) after the runs minus its resident set size
+just before the first explanation (model built, volume in memory): the extra memory the explanation
+needed at its peak, in MiB. Research use only - not for diagnosis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from common import FIELDS10, VALUES10, bench_model, setup_threads, write_json
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def child(slices: int, size: int, repeats: int) -> dict:
+    from mmxai_core.explain.gradcam import GradCAMPlusPlusExplainer
+    from mmxai_core.explain.shapley import clinical_shapley
+
+    model = bench_model(FIELDS10, size)
+    values, missing = torch.as_tensor(VALUES10)[None], torch.zeros(1, 10, dtype=torch.bool)
+    volume = torch.randn(1, slices, 1, size, size, generator=torch.Generator().manual_seed(slices))
+    one = volume[:, :1].clone()
+
+    def explain(x):
+        t0 = time.perf_counter()
+        with GradCAMPlusPlusExplainer(model) as cam:
+            cam(x, values, missing, target_class=1)
+        t1 = time.perf_counter()
+        clinical_shapley(model, x, VALUES10, np.zeros(10, bool))
+        return t1 - t0, time.perf_counter() - t1
+
+    explain(one)  # warm-up
+    base = _rss_mib()
+    runs = [explain(volume) for _ in range(repeats)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    g = statistics.median(r[0] for r in runs)
+    s = statistics.median(r[1] for r in runs)
+    t = statistics.median(r[0] + r[1] for r in runs)
+    return {"slices": slices, "size": size, "repeats": repeats, "gradcam_s": g, "shapley_s": s, "explain_s": t,
+            "per_slice_s": t / slices, "rss_before_mib": base, "peak_rss_mib": peak,
+            "peak_extra_mib": peak - base, "volume_mib": volume.numel() * 4 / 2 ** 20,
+            "times_s": [[round(a, 4), round(b, 4)] for a, b in runs]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--slices", default="1,16,32,64,128")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats-large", type=int, default=2)
+    p.add_argument("--large-from", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    setup_threads(args.threads)
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.size, args.repeats)))
+        return
+    rows = []
+    for s in [int(x) for x in args.slices.split(",")]:
+        reps = args.repeats_large if s >= args.large_from else args.repeats
+        cmd = [sys.executable, __file__, "--child", str(s), "--size", str(args.size), "--repeats", str(reps),
+               "--threads", str(args.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{s:4d} slices: explain {row['explain_s']:.2f} s ({row['per_slice_s'] * 1000:.0f} ms/slice; "
+              f"Grad-CAM++ {row['gradcam_s']:.2f} s, Shapley {row['shapley_s']:.2f} s), peak +{row['peak_extra_mib']:.0f} MiB")
+    single = next((r for r in rows if r["slices"] == 1), None)
+    res = {"size": args.size, "slice_chunk": 16, "fields": 10, "rows": rows,
+           "memory_method": "peak RSS (ru_maxrss) minus RSS before the first explanation, fresh process per size"}
+    if single:
+        for r in rows:
+            r["per_slice_vs_single"] = r["per_slice_s"] / single["per_slice_s"]
+    write_json(args.json, res)
+
+
+if __name__ == "__main__":
+    main()
