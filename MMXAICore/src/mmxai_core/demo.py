@@ -13,7 +13,10 @@ Steps (each prints what it did and how long it took):
    metrics with patient-bootstrap 95% CIs (``DIR/run``: checkpoint, metrics, log); a finished run of the
    same configuration and data is reused unless ``--retrain``;
 5. :func:`explain_step` (the explanation of one test case; a hook for the explanation commands);
-6. with ``--export-model DIR``: copy the checkpoint there (the shipped demo model of the Slicer module,
+6. :func:`xai_quality_step`: explanation quality of the demo model on the test split
+   (``mmxai-evaluate --xai``): localisation and coherence over every test case, sanity, stability and
+   faithfulness over the first :data:`XAI_SANITY_CASES`; prints the figures the README quotes;
+7. with ``--export-model DIR``: copy the checkpoint there (the shipped demo model of the Slicer module,
    ``MMXAISlicer/Resources/DemoModel``), after checking its size and that no patient identifier is in it.
 
 Budget: the whole demo in about 10 minutes on 2 CPU cores. N4 bias-field correction is off for the
@@ -48,6 +51,8 @@ DEMO_OVERRIDES: dict[str, str] = {
     "train.batch_size": "8", "optim.lr": "1e-3", "train.threads": "2", "train.n_boot": "1000",
     "train.progress": "false"}
 MAX_MODEL_BYTES = 10 * 2**20
+#: Test cases that get the costlier explanation metrics (sanity cascade, stability, faithfulness).
+XAI_SANITY_CASES = 16
 
 
 def _say(msg: str) -> None:
@@ -261,6 +266,61 @@ def explain_step(ctx: DemoContext, metrics: Sequence[str] = ("stability", "faith
     return dest / result["files"]["report"]
 
 
+def xai_quality_step(ctx: DemoContext, threads: int | None = None) -> dict[str, Any]:
+    """Explanation quality of the demo model on the test split; prints and returns the headline figures.
+
+    Two ``mmxai-evaluate --xai`` runs over the test split, written to ``ctx.out / "xai-test"`` (localisation
+    and coherence, every case) and ``ctx.out / "xai-test-sanity"`` (sanity, stability, faithfulness, the
+    first :data:`XAI_SANITY_CASES` cases). Both reuse the run's preprocessing cache.
+    """
+    from mmxai_core.train.evaluate import evaluate_checkpoint
+
+    cache = ctx.run_dir / "cache"
+    common = dict(split="test", splits=str(ctx.splits_path), n_boot=200, threads=threads,
+                  cache_dir=cache if cache.is_dir() else None)
+    t0 = time.perf_counter()
+    evaluate_checkpoint(ctx.checkpoint_dir, ctx.cohort / "manifest.csv", ctx.out / "xai-test", xai=True,
+                        xai_options={"metrics": "localisation,coherence", "progress_bar": False}, **common)
+    evaluate_checkpoint(ctx.checkpoint_dir, ctx.cohort / "manifest.csv", ctx.out / "xai-test-sanity", xai=True,
+                        xai_options={"metrics": "sanity,stability,faithfulness", "max_cases": XAI_SANITY_CASES,
+                                     "progress_bar": False}, **common)
+    main = json.loads((ctx.out / "xai-test" / "xai_summary.json").read_text(encoding="utf-8"))
+    other = json.loads((ctx.out / "xai-test-sanity" / "xai_summary.json").read_text(encoding="utf-8"))
+    figures: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 1)}
+    loc = main.get("localisation") or {}
+    pg = loc.get("pointing_game") or {}
+    figures["pointing_game"] = pg.get("mean")
+    figures["pointing_game_baseline"] = pg.get("baseline_mean")
+    figures["pointing_game_cases"] = loc.get("n_defined")
+    coh = main.get("coherence_auroc") or {}
+    figures["coherence_auroc"] = coh.get("auroc")
+    fields = main.get("clinical_fields") or {}
+    figures["informative_above_noise"] = fields.get("informative_above_noise")
+    figures["field_ranking"] = [r["field"] + (" (noise)" if r.get("noise") else "") for r in fields.get("ranking", [])]
+    rows = {r.get("metric"): r for r in other.get("table", []) if isinstance(r, dict)}
+    for key in ("sanity_ssim_headline", "sanity_ssim_final", "gradcam_ssim_noise", "gradcam_ssim_rigid",
+                "shapley_pearson", "image_aopc", "clinical_aopc"):
+        figures[key] = (rows.get(key) or {}).get("mean")
+    for key in ("image_aopc", "clinical_aopc"):
+        figures[f"{key}_random"] = (rows.get(key) or {}).get("baseline")
+
+    def fmt(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    _say(f"explanation quality on the test split ({figures['seconds']:.0f} s; {ctx.out / 'xai-test'}, "
+         f"{ctx.out / 'xai-test-sanity'}):")
+    _say(f"  pointing game {fmt(figures['pointing_game'])} over {figures['pointing_game_cases']} masked cases "
+         f"(random map {fmt(figures['pointing_game_baseline'])}); coherence AUROC for the discordant cases "
+         f"{fmt(figures['coherence_auroc'])}")
+    _say(f"  clinical fields by mean |Shapley|: {', '.join(figures['field_ranking'])}; every informative field "
+         f"above every noise field: {figures['informative_above_noise']}")
+    _say(f"  sanity SSIM (everything above the CAM layer randomised) {fmt(figures['sanity_ssim_headline'])}, "
+         f"(all randomised) {fmt(figures['sanity_ssim_final'])}; Grad-CAM++ SSIM under noise "
+         f"{fmt(figures['gradcam_ssim_noise'])}, rigid {fmt(figures['gradcam_ssim_rigid'])}; image deletion AOPC "
+         f"{fmt(figures['image_aopc'])} (random {fmt(figures['image_aopc_random'])})")
+    return figures
+
+
 def find_identifiers(text: str, manifest: Any) -> list[str]:
     """Patient ids and case ids of ``manifest`` that occur in ``text`` as whole words."""
     ids = {str(p) for p in manifest.table["patient_id"]}
@@ -308,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help=f"torch CPU threads (default {DEMO_OVERRIDES['train.threads']})")
     p.add_argument("--retrain", action="store_true", help="train again even if DIR/run holds the same finished run")
     p.add_argument("--no-train", action="store_true", help="stop after the preprocessing preview")
+    p.add_argument("--no-xai-eval", action="store_true", help="skip the explanation-quality evaluation of the "
+                   "test split")
     p.add_argument("--export-model", metavar="DIR", help="copy the trained checkpoint to DIR (the Slicer module's "
                    "demo model: MMXAISlicer/Resources/DemoModel)")
     return p
@@ -334,6 +396,8 @@ def _body(argv: Sequence[str] | None) -> int:
         cfg = demo_config(args.epochs, args.threads)
         ctx = train_step(out, cohort, manifest, out / "splits.json", cfg, args.retrain)
         report = explain_step(ctx)
+        if not args.no_xai_eval:
+            xai_quality_step(ctx, args.threads)
         if report is not None:
             _say(f"explanation report: {report}")
         if args.export_model:
