@@ -7,8 +7,10 @@ Research use, not for diagnosis.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +36,94 @@ def run_cli(prog: str, *args: str | os.PathLike, timeout: float = 180, env: dict
     """``python -m <module of prog> ARGS`` with text output captured."""
     return subprocess.run([sys.executable, "-m", CLI_MODULES[prog], *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env or one_thread_env())
+
+
+#: The fork server's program: import a CLI module (and the heavy modules it loads later) once, then per
+#: request fork a child that runs ``module.main(argv)`` with stderr to a file, report its pid, and reap it
+#: only when asked (until then an ended child stays a zombie, so its pid cannot be reused and killed by mistake).
+_FORK_SERVER = r"""
+import importlib, json, os, sys
+module = importlib.import_module(sys.argv[1])
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            os.dup2(os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            code = module.main(request["argv"])
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code if isinstance(code, int) else 1)
+    print(json.dumps({"pid": pid}), flush=True)
+    sys.stdin.readline()  # "reap"
+    _, status = os.waitpid(pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    print(json.dumps({"returncode": code}), flush=True)
+"""
+
+
+class ForkServer:
+    """Runs a CLI's ``main(argv)`` in fresh processes forked from one that imported the package once.
+
+    Each child is a separate process (its own pid, killable with SIGKILL, nothing shared with earlier
+    children) that starts with the imports done, so a chain of kill-and-restart trials does not pay
+    torch's import time at every restart. One child at a time; Linux only (uses ``/proc``).
+    """
+
+    def __init__(self, module: str, preload: tuple[str, ...] = ()):
+        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER, module, *preload], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=one_thread_env())
+        self.pid: int | None = None
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended (exit status {self.proc.wait()})")
+        return line.strip()
+
+    def wait_ready(self) -> None:
+        """Block until the imports are done."""
+        assert self._read() == "ready"
+
+    def start(self, argv: list[str], stderr_file: Path) -> int:
+        """Fork a child running ``main(argv)`` with its stderr written to ``stderr_file``; returns its pid."""
+        assert self.pid is None, "one child at a time"
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "stderr": str(stderr_file)}) + "\n")
+        self.proc.stdin.flush()
+        self.pid = int(json.loads(self._read())["pid"])
+        return self.pid
+
+    def running(self) -> bool:
+        """Whether the current child is still running (not ended, not a zombie)."""
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+    def reap(self) -> int:
+        """Wait for the current child to end; its exit status (negative: the signal that ended it)."""
+        self.proc.stdin.write("reap\n")
+        self.proc.stdin.flush()
+        code = int(json.loads(self._read())["returncode"])
+        self.pid = None
+        return code
+
+    def close(self) -> None:
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.reap()
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -5,8 +5,11 @@ Training: one tiny run on a tiny synthetic cohort is killed 10 times at random p
 chosen line of its progress output, plus a random delay of up to 0.3 s, so the kills land in set-up, in
 epochs, while the state, the cache or the checkpoint is being written, in the final evaluation), each
 time restarted with ``--resume``. After every kill the state and the checkpoint present load; at the end
-the run is complete, its checkpoint loads and is bit-identical to an uninterrupted run, and no temporary
-file is left. The seed of the random points is printed (``MMXAI_KILL_SEED`` replays one).
+the run is complete, its checkpoint loads and is bit-identical to an uninterrupted run (made by the
+console entry point, ``python -m mmxai_core.cli.train``), and no temporary file is left. The killed runs
+are processes forked from one that imported the package once (:class:`reliability_support.ForkServer`):
+each is a fresh process running the CLI's ``main``, minus the seconds of importing torch again. The seed
+of the random points is printed (``MMXAI_KILL_SEED`` replays one).
 Research use, not for diagnosis.
 """
 
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_support import one_thread_env, run_cli
+from reliability_support import ForkServer, one_thread_env, run_cli
 from test_explain_cli_support import leftovers, tiny_run
 
 pytestmark = pytest.mark.slow
@@ -33,6 +36,14 @@ TRAIN = ["--train.epochs=5", "--train.batch_size=4", "--train.threads=1", "--tra
          "--preprocess.n4=off", "--model.embed_dim=16", "--model.depth=1", "--model.mil_hidden=8",
          "--data.val_fraction=0.25", "--data.test_fraction=0.25"]
 N_KILLS = 10
+#: what a training run imports as it goes; the fork server imports them once (one missing here only costs
+#: each restart its import time, it changes nothing else)
+TRAIN_IMPORTS = tuple(f"mmxai_core.{m}" for m in (
+    "train.run", "train.distributed", "train.loop", "train.predict", "train.metrics", "train.calibration",
+    "train.thresholds", "train.bootstrap", "model.checkpoint", "data.manifest", "data.dataset", "data.splits",
+    "data.clinical", "io.readers", "explain.gradcam", "report.tables")) + (
+    "timm", "SimpleITK", "pydicom", "pandas", "scipy.stats", "scipy.optimize", "scipy.ndimage", "sklearn.metrics",
+    "sklearn.model_selection", "safetensors.torch")
 
 
 def _cmd(prog_module: str, *args) -> list[str]:
@@ -53,20 +64,25 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
     return proc, lines
 
 
-def _kill_after_line(cmd: list[str], line_no: int, delay: float, timeout: float = 120) -> tuple[bool, list[str]]:
-    """Run ``cmd`` and SIGKILL it ``delay`` s after its stderr line number ``line_no`` appeared.
-    Returns (killed, lines); killed is False when it finished first."""
-    proc, lines = _start(cmd)
+def _kill_forked_after_line(server: ForkServer, argv: list, log: Path, line_no: int, delay: float,
+                            timeout: float = 120) -> tuple[bool, list[str]]:
+    """Run ``main(argv)`` in a child of ``server`` (stderr to ``log``) and SIGKILL it ``delay`` s after its
+    stderr line number ``line_no`` appeared. Returns (killed, lines); killed is False when it finished first."""
+    log.write_text("")  # not the previous child's lines
+    pid = server.start(argv, log)
+
+    def lines() -> list[str]:  # complete lines only
+        return log.read_text(errors="replace").split("\n")[:-1]
     deadline = time.monotonic() + timeout
     try:
-        while proc.poll() is None and len(lines) < line_no and time.monotonic() < deadline:
+        while server.running() and len(lines()) < line_no and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+        if server.running():
+            os.kill(pid, signal.SIGKILL)
     finally:
-        proc.wait(timeout=60)
-    return proc.returncode == -signal.SIGKILL, lines
+        code = server.reap()
+    return code == -signal.SIGKILL, lines()
 
 
 def _tensors(folder: Path):
@@ -77,20 +93,32 @@ def _tensors(folder: Path):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
+    from mmxai_core.data.synthetic.output import write_cohort
+
     out = tmp_path_factory.mktemp("kill") / "cohort"
-    proc = run_cli("mmxai-synth", "--out", out, "--n", "12", "--kind", "2d", "--seed", "1", "--quiet")
-    assert proc.returncode == 0, proc.stderr
+    write_cohort(out, n=12, seed=1, kind="2d")  # as mmxai-synth --n 12 --kind 2d --seed 1, in this process
     return out
 
 
 def test_training_killed_ten_times_resumes_and_finishes(cohort, tmp_path):
+    base = ["--manifest", cohort / "manifest.csv", "--schema", cohort / "schema.yaml", *TRAIN]
+    server = ForkServer("mmxai_core.cli.train", preload=TRAIN_IMPORTS)
+    try:  # the server imports while the reference runs
+        ref = run_cli("mmxai-train", *base, "--out", tmp_path / "reference")
+        assert ref.returncode == 0, ref.stderr
+        server.wait_ready()
+        _kill_trials(server, base, ref.stderr, tmp_path)
+    finally:
+        server.close()
+
+
+def _kill_trials(server: ForkServer, base: list, ref_stderr: str, tmp_path: Path) -> None:
+    """Kill the run in ``tmp_path / "run"`` N_KILLS times at random lines of its progress output, resuming each
+    time; then finish it and compare it with the reference."""
     from mmxai_core.model.checkpoint import load_checkpoint
     from mmxai_core.train.state import load_training_state
 
-    base = ["--manifest", cohort / "manifest.csv", "--schema", cohort / "schema.yaml", *TRAIN]
-    ref = run_cli("mmxai-train", *base, "--out", tmp_path / "reference")
-    assert ref.returncode == 0, ref.stderr
-    lines = [x for x in ref.stderr.splitlines() if x.strip()]
+    lines = [x for x in ref_stderr.splitlines() if x.strip()]
     # kill points: after any line up to the one announcing the checkpoint (later ones are the metrics)
     n_lines = 1 + next(i for i, x in enumerate(lines) if "checkpoint:" in x)
     seed = int(os.environ.get("MMXAI_KILL_SEED", random.SystemRandom().randrange(10**6)))
@@ -99,16 +127,20 @@ def test_training_killed_ten_times_resumes_and_finishes(cohort, tmp_path):
 
     run = tmp_path / "run"
     outcomes = []
-    attempts = 0
+    attempts = finished_first = 0
     while len(outcomes) < N_KILLS:
         attempts += 1
         assert attempts <= 3 * N_KILLS, f"could not land {N_KILLS} kills ({outcomes})"
         resume = ["--resume"] if run.exists() else []
         line_no, delay = rng.randrange(0, n_lines), rng.uniform(0, 0.3)
-        killed, lines = _kill_after_line(_cmd("mmxai_core.cli.train", *base, "--out", run, *resume), line_no,
-                                         delay)
+        killed, lines = _kill_forked_after_line(server, [*base, "--out", run, *resume], tmp_path / "stderr.txt",
+                                                line_no, delay)
         if not killed:  # it finished first (a resumed complete run still redoes its final evaluation)
             assert "error" not in " ".join(lines), lines
+            finished_first += 1
+            # the run is complete now: later kill points lie within what a resumed complete run prints
+            shown = [x for x in lines if x.strip()]
+            n_lines = 1 + next((i for i, x in enumerate(shown) if "checkpoint:" in x), n_lines - 1)
             continue
         state = "none"
         if (run / "state" / "state.json").exists():
@@ -120,9 +152,11 @@ def test_training_killed_ten_times_resumes_and_finishes(cohort, tmp_path):
             ckpt = "loads"
         outcomes.append({"after_line": line_no, "delay_s": round(delay, 3), "lines_seen": len(lines),
                          "state": state, "checkpoint": ckpt})
-    final = run_cli("mmxai-train", *base, "--out", run, *(["--resume"] if run.exists() else []))
-    assert final.returncode == 0, final.stderr
-    print("kill trials:\n" + "\n".join(json.dumps(o) for o in outcomes))
+    log = tmp_path / "stderr.txt"
+    server.start([*base, "--out", run, *(["--resume"] if run.exists() else [])], log)
+    assert server.reap() == 0, log.read_text()
+    print(f"kill trials ({finished_first} more runs finished before their kill point):\n"
+          + "\n".join(json.dumps(o) for o in outcomes))
 
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     load_checkpoint(run / "checkpoint")
