@@ -133,7 +133,7 @@ def click_section(d: dict) -> list[str]:
          "| Grad-CAM++ | Shapley | metrics | write | exit after result |", "|" + "---|" * 14]
     for name, m in d["median"].items():
         L.append(f"| {name} | {m['wall_s']:.2f} s | {m['startup_s']:.2f} s | {m['work_s']:.2f} s | {m['started_s']:.2f} s "
-                 f"| {m['load_model']:.2f} s | {m['load']:.2f} s | {m['preprocess']:.2f} s | {m['predict']:.2f} s "
+                 f"| {m['load_model']:.2f} s | {m['load']:.2f} s | {m['preprocess']:.2f} s | {m.get('predict', 0.0):.2f} s "
                  f"| {m['gradcam']:.2f} s | {m['shapley']:.2f} s | {m['metrics']:.2f} s | {m['write']:.2f} s "
                  f"| {m.get('exit_s', float('nan')):.2f} s |")
     imp = d.get("imports_us", {})

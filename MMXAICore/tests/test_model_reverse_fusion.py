@@ -1,4 +1,5 @@
-"""Clinical-to-image attention (``reverse_fusion``) and the optional final token LayerNorm (``final_norm``)."""
+"""Clinical-to-image attention (``reverse_fusion``), and the optional final token LayerNorm (``final_norm``),
+head LayerNorm (``head_norm``) and fusion feed-forward layer (``fusion_ffn``)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ FIELDS = [("age", "numeric", 0), ("grade", "categorical", 3), ("size", "numeric"
 VALUES = torch.tensor([[0.61, 2.0, 0.35, 1.0]])
 
 
-def make_model(reverse=True, final_norm=False, seed=0):
+def make_model(reverse=True, final_norm=False, seed=0, head_norm=True, fusion_ffn=True, token_pool="attention"):
     cfg = model_config("tiny", clinical_fields=FIELDS, embed_dim=32, depth=1, num_heads=4, fusion_heads=4,
                        mil_hidden=16, image_size=64, dropout=0.0, slice_chunk=2, reverse_fusion=reverse,
-                       final_norm=final_norm)
+                       final_norm=final_norm, head_norm=head_norm, fusion_ffn=fusion_ffn, token_pool=token_pool)
     model = create_model(cfg, seed=seed).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # make the clinical fields matter (a random init barely uses them)
@@ -71,9 +72,12 @@ def test_model_output_carries_reverse_attention_and_the_module_matters():
     assert torch.isfinite(a.logits).all() and float((a.logits - b.logits).abs().max()) > 1e-4
 
 
-@pytest.mark.parametrize("slices", [1, 4])
-def test_two_state_decoder_includes_the_reverse_path(slices):
-    model = make_model()
+@pytest.mark.parametrize("slices,head_norm,fusion_ffn,pool", [(1, True, True, "attention"), (4, True, True, "attention"),
+                                                            (1, False, False, "mean"), (4, False, False, "mean")])
+def test_two_state_decoder_includes_the_reverse_path(slices, head_norm, fusion_ffn, pool):
+    model = make_model(head_norm=head_norm, fusion_ffn=fusion_ffn, token_pool=pool)
+    assert (model.fusion.ffn is None) != fusion_ffn
+    assert isinstance(model.head.norm, torch.nn.LayerNorm) == head_norm
     images = torch.randn(1, slices, 1, 64, 64, generator=torch.Generator().manual_seed(3))
     mask = torch.ones(1, slices, dtype=torch.bool)
     entered_missing = torch.tensor([[False, True, False, False]])
@@ -88,11 +92,12 @@ def test_two_state_decoder_includes_the_reverse_path(slices):
 
 
 def test_options_round_trip_through_a_checkpoint_and_old_configs_keep_their_meaning(tmp_path):
-    model = make_model(reverse=True, final_norm=False)
+    model = make_model(reverse=True, final_norm=False, head_norm=False, fusion_ffn=False)
     save_checkpoint(tmp_path / "ckpt", model)
     loaded = load_checkpoint(tmp_path / "ckpt")
     model2 = loaded[0] if isinstance(loaded, tuple) else loaded.model
     assert model2.config.reverse_fusion is True and model2.config.final_norm is False
+    assert model2.config.head_norm is False and model2.config.fusion_ffn is False
     assert isinstance(model2.image_encoder.norm, torch.nn.Identity)
     images = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -100,10 +105,30 @@ def test_options_round_trip_through_a_checkpoint_and_old_configs_keep_their_mean
                                    model(images, None, None, VALUES, None).logits)
     # a config written before these options existed (no keys) builds the original architecture
     old = model.config.to_dict()
-    del old["reverse_fusion"], old["final_norm"]
+    del old["reverse_fusion"], old["final_norm"], old["head_norm"], old["fusion_ffn"]
     cfg = type(model.config).from_dict(old)
-    assert cfg.reverse_fusion is False and cfg.final_norm is True
+    assert cfg.reverse_fusion is False and cfg.final_norm is True and cfg.head_norm is True and cfg.fusion_ffn is True
     with pytest.raises(ValueError, match="final_norm"):
         model.config.replace(final_norm="no")
     with torch.no_grad():
         assert np.isfinite(model2(images, None, None, VALUES, None).probs.numpy()).all()
+
+
+def test_gradcam_result_carries_the_encoding_the_shapley_values_reuse():
+    from mmxai_core.explain.gradcam import gradcam_plus_plus
+    from mmxai_core.explain.shapley import shapley_of_game
+    from mmxai_core.explain.value_function import CoalitionValue
+
+    model = make_model(head_norm=False, fusion_ffn=False, token_pool="mean")
+    images = torch.randn(1, 3, 1, 64, 64, generator=torch.Generator().manual_seed(5))
+    missing = torch.tensor([[False, False, True, False]])
+    for chunk in (None, 1):                          # one pass, and the chunked three-pass path
+        cam = gradcam_plus_plus(model, images, VALUES, missing, slice_chunk=chunk)
+        with torch.no_grad():
+            enc = model.encode_image(images)
+        assert not cam.encoding.tokens.requires_grad
+        torch.testing.assert_close(cam.encoding.tokens, enc.tokens, rtol=0, atol=1e-5)
+        shared = shapley_of_game(CoalitionValue(model, images, VALUES, missing, target=1, encoding=cam.encoding))
+        own = shapley_of_game(CoalitionValue(model, images, VALUES, missing, target=1))
+        np.testing.assert_allclose(shared.values, own.values, atol=1e-6)
+        assert abs(float(shared.prediction) - float(cam.probs[0, 1])) < 1e-5

@@ -57,7 +57,8 @@ class TwoStateDecoder:
             self.reverse_base = reverse[0].mean(dim=1)
             self.reverse_delta = (reverse[1] - reverse[0]) / f
         self.n_slices, self.n_tokens = n_slices, n_tokens
-        self.hidden = int(model.fusion.ffn.fc1.out_features)
+        ffn = model.fusion.ffn
+        self.hidden = int(ffn.fc1.out_features) if ffn is not None else 0
         self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
 
     def __call__(self, states: Tensor) -> Tensor:

@@ -152,6 +152,9 @@ class CamResult:
     grid:         (h, w) feature grid of the target layer.
     input_size:   (H, W) model input size.
     layer:        name of the target layer in the model.
+    encoding:     the batch's :class:`ImageEncoding` (detached, on the model's device, no self-attentions):
+                  hand it to :class:`~mmxai_core.explain.value_function.CoalitionValue` (``encoding=``) so
+                  the Shapley values do not encode the image again.
     """
 
     raw: Tensor
@@ -162,6 +165,7 @@ class CamResult:
     grid: tuple[int, int]
     input_size: tuple[int, int]
     layer: str
+    encoding: ImageEncoding | None = None
 
     @property
     def probs(self) -> Tensor:
@@ -330,11 +334,11 @@ class GradCAMPlusPlusExplainer:
         try:
             b_idx, s_idx = (slice_mask & present[:, None]).nonzero(as_tuple=True)
             if len(b_idx) <= self.slice_chunk:
-                out, targets, score, cams, grid = self._one_pass(bound, images, slice_mask, present,
-                                                                 b_idx, target_class, return_attentions)
+                out, targets, score, cams, grid, enc = self._one_pass(bound, images, slice_mask, present,
+                                                                      b_idx, target_class, return_attentions)
             else:
-                out, targets, score, cams, grid = self._chunked(bound, images, slice_mask, present,
-                                                                b_idx, s_idx, target_class, return_attentions)
+                out, targets, score, cams, grid, enc = self._chunked(bound, images, slice_mask, present,
+                                                                     b_idx, s_idx, target_class, return_attentions)
         finally:
             self._armed = False
             self._captured.clear()
@@ -347,7 +351,9 @@ class GradCAMPlusPlusExplainer:
             raw[b_idx.cpu(), s_idx.cpu()] = cams.detach().float().cpu()
         return CamResult(raw=raw, target_class=targets.cpu(), score=score.detach().float().cpu(),
                          output=_detached(out), slice_mask=(slice_mask & present[:, None]).cpu(), grid=grid,
-                         input_size=(int(images.shape[-2]), int(images.shape[-1])), layer=self.layer_name)
+                         input_size=(int(images.shape[-2]), int(images.shape[-1])), layer=self.layer_name,
+                         encoding=ImageEncoding(enc.tokens.detach(), enc.slice_mask, enc.image_present, enc.grid,
+                                                None))
 
     def _grid_maps(self, act: Tensor, grad: Tensor, grid: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
         if self.reshape_transform is not None:
@@ -372,11 +378,11 @@ class GradCAMPlusPlusExplainer:
             targets = resolve_targets(target_class, out.logits)
             score = out.logits.gather(1, targets[:, None]).squeeze(1)
             if n == 0:
-                return out, targets, score, None, enc.grid
+                return out, targets, score, None, enc.grid, enc
             act = self._take_capture()
             (grad,) = torch.autograd.grad(score.sum(), act)
         cams, grid = self._grid_maps(act, grad, enc.grid)
-        return out, targets, score, cams, grid
+        return out, targets, score, cams, grid, enc
 
     def _chunked(self, bound, images, slice_mask, present, b_idx, s_idx, target_class, return_attentions):
         """Pass 1: encode without a graph; pass 2: d score / d tokens; pass 3: per chunk, VJP to the layer."""
@@ -404,7 +410,7 @@ class GradCAMPlusPlusExplainer:
                 (grad,) = torch.autograd.grad(toks, act, grad_outputs=token_grad[b_idx[sel], s_idx[sel]])
             cams, grid = self._grid_maps(act, grad, tok_grid)
             parts.append(cams)
-        return out, targets, score, torch.cat(parts), grid
+        return out, targets, score, torch.cat(parts), grid, enc
 
 
 def gradcam_plus_plus(model: nn.Module, images: Tensor, clin_values: Tensor | None = None,

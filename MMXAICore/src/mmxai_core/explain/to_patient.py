@@ -49,7 +49,8 @@ class ImageExplanation:
     target_class, class_name, probability (of the target class), probs (all classes),
     slice_weights (Z,) slice-pooling weights, clinical_attention {field: weight} or None,
     normalisation {"mode", "scale"}, bins, record (the preprocessing record), timings (seconds per step),
-    files {name: path} written.
+    files {name: path} written; encoding: the case's image encoding from the Grad-CAM++ pass (for the
+    Shapley values, so the image is encoded once per explanation).
     """
 
     target_class: int
@@ -71,6 +72,7 @@ class ImageExplanation:
     clinical_attention: dict[str, float] | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    encoding: Any = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts (no arrays): class, probability, normalisation, bins, timings, files."""
@@ -225,7 +227,7 @@ def explain_image(model: torch.nn.Module, image: Image, clin_values: Any = None,
         heatmap_raw_model=raw_up[0].numpy().astype(np.float32), heatmap=heat, heatmap_label=label,
         slice_weights=slice_weights.astype(np.float32), rollout_model=rollout_model, rollout=rollout_img,
         crossmodal_model=cross_model, crossmodal=cross_img, clinical_attention=clinical_attention,
-        timings=timings)
+        timings=timings, encoding=result.encoding)
 
     # 5. files
     if out_dir is not None:

@@ -75,7 +75,9 @@ class ModelConfig:
     ``reverse_fusion`` also clinical field tokens query the image tokens of each slice
     (:mod:`.reverse_fusion`) and the mean of those per-field outputs joins the slice embedding.
     ``final_norm``: LayerNorm on the image tokens after the transformer blocks (see :mod:`.image_encoder`
-    for why the presets leave it out).
+    for why the presets leave it out); ``head_norm``: LayerNorm at the classifier head's input (same reason,
+    :mod:`.heads`); ``fusion_ffn``: a feed-forward layer after the cross-modal attention (not in the paper's
+    Eq. 4; :mod:`.fusion`).
     Pooling: ``token_pool`` ``mean`` or ``attention`` over the tokens of a slice; gated attention (MIL) over
     slices with ``mil_hidden`` hidden units. ``slice_chunk`` slices go through the image encoder at once.
 
@@ -98,6 +100,8 @@ class ModelConfig:
     token_pool: str = "attention"
     reverse_fusion: bool = False
     final_norm: bool = True
+    head_norm: bool = True
+    fusion_ffn: bool = True
     mil_hidden: int = 64
     slice_chunk: int = 16
     clinical_mask_rate: float = 0.15
@@ -126,7 +130,7 @@ class ModelConfig:
             if self.embed_dim % getattr(self, heads_name):
                 raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {heads_name} "
                                  f"{getattr(self, heads_name)}")
-        for name in ("reverse_fusion", "final_norm"):
+        for name in ("reverse_fusion", "final_norm", "head_norm", "fusion_ffn"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config '{name}' must be true or false, got {getattr(self, name)!r}")
         if self.token_pool not in TOKEN_POOLS:

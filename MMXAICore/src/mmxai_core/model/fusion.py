@@ -2,7 +2,11 @@
 
     Q = LN(h_I) W_Q,  K = LN(h_C) W_K,  V = LN(h_C) W_V                      (Eq. 3)
     h_F = h_I + softmax(Q K^T / sqrt(d_head)) V W_O   (per head, heads concatenated)   (Eq. 4)
-    h_F = h_F + FFN(LN(h_F))
+    h_F = h_F + FFN(LN(h_F))                                                   (optional, ``ffn=True``)
+
+The paper's Eq. 4 has no feed-forward layer after the attention; ``ffn=False`` is exactly Eq. 4 plus the
+residual. Without it a Shapley coalition row costs only the per-field mixing (no per-token MLP), and the
+fused tokens stay linear in the image tokens' residual stream (what Grad-CAM++ reads through).
 
 Image tokens (B, N, D) are the queries, clinical field tokens (B, F, D) the keys and values. The weights
 (B, heads, N, F) say, for every image token, how much each clinical field informed it: softmax runs over
@@ -32,13 +36,13 @@ class CrossModalFusion(nn.Module):
     """``forward(image_tokens (B, N, D), clinical_tokens (B, F, D)) -> (fused (B, N, D), weights
     (B, heads, N, F))``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, drop: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, drop: float = 0.0, ffn: bool = True):
         super().__init__()
         self.norm_image = nn.LayerNorm(dim)
         self.norm_clinical = nn.LayerNorm(dim)
         self.attn = MultiHeadAttention(dim, num_heads, attn_drop=drop, proj_drop=drop)
-        self.norm_ffn = nn.LayerNorm(dim)
-        self.ffn = Mlp(dim, max(1, int(round(dim * mlp_ratio))), drop)
+        self.norm_ffn = nn.LayerNorm(dim) if ffn else None
+        self.ffn = Mlp(dim, max(1, int(round(dim * mlp_ratio))), drop) if ffn else None
         init_linear(self)
 
     def forward(self, image_tokens: Tensor, clinical_tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,7 +51,8 @@ class CrossModalFusion(nn.Module):
                              f"{image_tokens.shape[0]} vs {clinical_tokens.shape[0]}")
         attended, weights = self.attn(self.norm_image(image_tokens), self.norm_clinical(clinical_tokens))
         fused = image_tokens + attended
-        fused = fused + self.ffn(self.norm_ffn(fused))
+        if self.ffn is not None:
+            fused = fused + self.ffn(self.norm_ffn(fused))
         return fused, weights
 
     def two_state(self, image_tokens: Tensor, state_tokens: Tensor) -> "TwoStateFusion | None":
@@ -120,4 +125,6 @@ class TwoStateFusion:
         vo = torch.addcmul(self.vo0.view(heads, f, -1), b.view(r, 1, f, 1), self.dvo.view(heads, f, -1))
         out = torch.baddbmm(self.bias, e.view(r, n * n_tok, heads * f), vo.view(r, heads * f, -1))
         x = out.view(r, n, n_tok, -1).add_(image_tokens)                      # (R, n, N, D)
+        if self.ffn is None:
+            return x
         return x + self.ffn(self.norm_ffn(x))

@@ -12,11 +12,17 @@ from torch import Tensor, nn
 
 
 class ClassifierHead(nn.Module):
-    """``forward(x (B, in_dim)) -> logits (B, num_classes)``: LayerNorm -> Dropout -> Linear."""
+    """``forward(x (B, in_dim)) -> logits (B, num_classes)``: LayerNorm (optional) -> Dropout -> Linear.
 
-    def __init__(self, in_dim: int, num_classes: int, drop: float = 0.0):
+    Without the LayerNorm (``norm=False``) the logits are linear in the pooled embedding, as in a CNN's
+    global-average-pooling head: when one slice or token dominates the pooled vector, a LayerNorm would
+    make the class score nearly invariant to scaling its features, and gradient x activation maps
+    (Grad-CAM++) would then miss exactly the region that decides (see :mod:`.image_encoder`).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, drop: float = 0.0, norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
+        self.norm = nn.LayerNorm(in_dim) if norm else nn.Identity()
         self.drop = nn.Dropout(drop)
         self.fc = nn.Linear(in_dim, num_classes)
         nn.init.trunc_normal_(self.fc.weight, std=0.02)

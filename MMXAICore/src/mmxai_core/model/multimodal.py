@@ -74,13 +74,13 @@ class MultimodalClassifier(nn.Module):
         if self.uses_clinical:
             self.clinical_encoder = ClinicalTokenizer(config.clinical_fields, dim, config.mlp_ratio, drop)
         if self.fusion_kind == "cross_attention":
-            self.fusion = CrossModalFusion(dim, config.fusion_heads, config.mlp_ratio, drop)
+            self.fusion = CrossModalFusion(dim, config.fusion_heads, config.mlp_ratio, drop, ffn=config.fusion_ffn)
             if config.reverse_fusion:
                 self.reverse_fusion = ClinicalToImageAttention(dim, config.fusion_heads, drop)
         elif self.uses_clinical:
             self.clinical_summary = ClinicalSummary(config.num_fields, dim, drop)
         head_in = dim * (2 if self.fusion_kind == "concat" else 1)
-        self.head = ClassifierHead(head_in, config.num_classes, drop)
+        self.head = ClassifierHead(head_in, config.num_classes, drop, norm=config.head_norm)
 
     # ------------------------------------------------------------------ helpers for users of the model
     @property

@@ -88,6 +88,8 @@ class ModelSection:
     token_pool: str | None = None
     reverse_fusion: bool | None = None
     final_norm: bool | None = None
+    head_norm: bool | None = None
+    fusion_ffn: bool | None = None
     mil_hidden: int | None = None
     slice_chunk: int | None = None
     clinical_mask_rate: float | None = None
