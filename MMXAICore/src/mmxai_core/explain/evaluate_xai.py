@@ -218,7 +218,7 @@ def _case_metrics(model: Any, ckpt: Any, item: Any, target: int, metrics: Sequen
 
     cam = gradcam_plus_plus(model, images, values, missing, slice_mask=smask, target_class=int(target))
     heat_raw = cam.upsampled()[0]                            # (S, H, W) raw map at input resolution
-    vf = CoalitionValue(model, images, values, missing, slice_mask=smask, target=int(target))
+    vf = CoalitionValue(model, images, values, missing, slice_mask=smask, target=int(target), encoding=cam.encoding)
     shapley = shapley_of_game(vf, seed=seed)
     split = split_of_game(vf)
     row["p_target"] = float(shapley.prediction)
