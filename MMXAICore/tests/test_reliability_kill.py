@@ -1,15 +1,25 @@
-"""SIGKILL at random points: mmxai-train (10 kills, each followed by ``--resume``), a manifest batch of
-mmxai-explain, and the worker under :func:`mmxai_core.worker.client.run_worker`.
+"""SIGKILL at random points: mmxai-train (at least 10 kills, all while training is in progress, each followed
+by ``--resume``), a manifest batch of mmxai-explain, and the worker under
+:func:`mmxai_core.worker.client.run_worker`.
 
-Training: one tiny run on a tiny synthetic cohort is killed 10 times at random points (after a randomly
-chosen line of its progress output, plus a random delay of up to 0.3 s, so the kills land in set-up, in
-epochs, while the state, the cache or the checkpoint is being written, in the final evaluation), each
-time restarted with ``--resume``. After every kill the state and the checkpoint present load; at the end
-the run is complete, its checkpoint loads and is bit-identical to an uninterrupted run (made by the
-console entry point, ``python -m mmxai_core.cli.train``), and no temporary file is left. The killed runs
-are processes forked from one that imported the package once (:class:`reliability_support.ForkServer`):
-each is a fresh process running the CLI's ``main``, minus the seconds of importing torch again. The seed
-of the random points is printed (``MMXAI_KILL_SEED`` replays one).
+Training: tiny runs on a tiny synthetic cohort are killed in chains. A chain starts a run in a fresh folder
+and kills it at a random point, then resumes it with ``--resume`` and kills it again at a later random point,
+and so on (:func:`_plan`): in epoch 1 before any state is saved, in the middle of a random epoch (after the
+previous epoch's line plus a random delay), while a random epoch's state files are being written (seen as
+their temporary files appear), and during the final checkpoint save. Then the chain's run is let finish;
+while fewer than 10 kills have landed, a new chain starts in a new folder, so no kill is spent on a finished
+run. After every kill the test reads where it landed from the folder (``_landed``: ``run.json`` present and
+not yet complete = mid-training, which every kill must be), checks that the saved state loads and lost no
+saved epoch, and that a checkpoint, if present, loads (``load_run_checkpoint``); the next start must resume
+from the saved epoch and first remove the half-written files. A kill before ``run.json`` exists would leave
+nothing resumable; the next start is then a fresh one without ``--resume`` (the folder then holds only
+temporary files and image cache, which ``RunFolder.decide`` accepts as new). A run killed before its first
+saved epoch is resumed with ``--resume`` and trains from epoch 1. Each finished run is complete, its
+checkpoint loads, no temporary file is left, and its weights equal an uninterrupted run's (made by the
+console entry point, ``python -m mmxai_core.cli.train``, 1 CPU thread) bit for bit. The killed runs are
+processes forked from one that imported the package once (:class:`reliability_support.ForkServer`): each
+is a fresh process running the CLI's ``main``, minus the seconds of importing torch again. The seed of the
+random points is printed (``MMXAI_KILL_SEED`` replays one), with a table of the trials.
 Research use, not for diagnosis.
 """
 
@@ -31,11 +41,16 @@ from test_explain_cli_support import leftovers, tiny_run
 
 pytestmark = pytest.mark.slow
 
-TRAIN = ["--train.epochs=5", "--train.batch_size=4", "--train.threads=1", "--train.n_boot=10",
+EPOCHS = 5
+TRAIN = [f"--train.epochs={EPOCHS}", "--train.batch_size=4", "--train.threads=1", "--train.n_boot=10",
          "--train.progress=false", "--preprocess.output_size_hw=32,32", "--preprocess.target_spacing_xy=5,5",
          "--preprocess.n4=off", "--model.embed_dim=16", "--model.depth=1", "--model.mil_hidden=8",
          "--data.val_fraction=0.25", "--data.test_fraction=0.25"]
 N_KILLS = 10
+#: where the kills must have landed, each at least once (``_landed``); a kill point missed (e.g. a save too
+#: quick to be seen on a busy machine) costs one more chain
+PHASES = ("before first epoch saved", "mid-epoch", "state save", "checkpoint save")
+MAX_CHAINS = 8
 #: what a training run imports as it goes; the fork server imports them once (one missing here only costs
 #: each restart its import time, it changes nothing else)
 TRAIN_IMPORTS = tuple(f"mmxai_core.{m}" for m in (
@@ -64,10 +79,11 @@ def _start(cmd: list[str]) -> tuple[subprocess.Popen, list[str]]:
     return proc, lines
 
 
-def _kill_forked_after_line(server: ForkServer, argv: list, log: Path, line_no: int, delay: float,
-                            timeout: float = 120) -> tuple[bool, list[str]]:
-    """Run ``main(argv)`` in a child of ``server`` (stderr to ``log``) and SIGKILL it ``delay`` s after its
-    stderr line number ``line_no`` appeared. Returns (killed, lines); killed is False when it finished first."""
+def _run_and_kill(server: ForkServer, argv: list, log: Path, trigger, delay: float,
+                  timeout: float = 120) -> tuple[int, list[str]]:
+    """Run ``main(argv)`` in a child of ``server`` (stderr to ``log``). ``trigger(lines)`` is polled about
+    every millisecond with the child's complete stderr lines so far; once it is true, wait ``delay`` s and
+    SIGKILL the child. Returns (exit status, lines): ``-SIGKILL`` when the kill landed, else the child's own."""
     log.write_text("")  # not the previous child's lines
     pid = server.start(argv, log)
 
@@ -75,20 +91,104 @@ def _kill_forked_after_line(server: ForkServer, argv: list, log: Path, line_no: 
         return log.read_text(errors="replace").split("\n")[:-1]
     deadline = time.monotonic() + timeout
     try:
-        while server.running() and len(lines()) < line_no and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(delay)
-        if server.running():
-            os.kill(pid, signal.SIGKILL)
+        while server.running():
+            if trigger(lines()):
+                time.sleep(delay)
+                if server.running():
+                    os.kill(pid, signal.SIGKILL)
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"the run did not reach its kill point within {timeout} s: {lines()}")
+            time.sleep(0.001)
     finally:
         code = server.reap()
-    return code == -signal.SIGKILL, lines()
+    return code, lines()
 
 
 def _tensors(folder: Path):
     from safetensors.torch import load_file
 
     return load_file(str(folder / "weights.safetensors"))
+
+
+def _leftover_names(folder: Path) -> set[str]:
+    from mmxai_core.train.state import is_leftover
+
+    try:
+        return {n for n in os.listdir(folder) if is_leftover(folder / n)}
+    except FileNotFoundError:
+        return set()
+
+
+def _saved_epoch(run: Path) -> int:
+    """The epoch of the run's saved training state (0: none saved); the state always loads."""
+    from mmxai_core.train.state import load_training_state
+
+    saved = load_training_state(run / "state")  # never half-written (StateError otherwise)
+    return 0 if saved is None else int(saved[0]["epoch"])
+
+
+def _plan(rng: random.Random, run: Path, saved: int, lo: int, first_of_chain: bool, chain: int,
+          used: dict[str, int]):
+    """A random kill point for a run that has ``saved`` epochs saved, in epoch ``lo`` or later (each kill of a
+    chain lands later in the run than the one before, so chains move on to the final save):
+    ``(description, trigger, delay, epoch aimed at)``.
+
+    * ``mid-epoch t``: after the line of epoch t - 1 (the "training on" line when t - 1 is the saved epoch,
+      i.e. the moment training starts or resumes), plus a random delay of up to 0.12 s (an epoch takes
+      about 0.2 s here, longer on a busy machine): lands in the middle of epoch t or in the saving of its state;
+      the first kill of the first chain (and of half the later ones) aims at epoch 1, before any state exists;
+    * ``state save t``: as soon as a temporary file of epoch t's state appears in ``state/`` (falls back to
+      just after the line of epoch t when the write was too quick to be seen);
+    * ``checkpoint save``: past the last epoch, as soon as the temporary checkpoint folder appears (the
+      final save, before ``run.json`` says complete).
+    """
+    state_before = _leftover_names(run / "state")
+    run_before = _leftover_names(run)
+    lo = max(lo, saved + 1)
+    if lo > EPOCHS:
+        def at_checkpoint(lines):
+            return any(n.startswith(".checkpoint.") for n in _leftover_names(run) - run_before)
+        return "checkpoint save", at_checkpoint, 0.0, EPOCHS + 1
+    if first_of_chain and saved == 0 and (chain == 1 or rng.random() < 0.5):
+        kind, t = "mid-epoch", 1
+    else:  # the kind used less often so far (both get tried), a random epoch
+        fewer = min(used.values())
+        kind, t = rng.choice([k for k, n in used.items() if n == fewer]), rng.randint(lo, EPOCHS)
+    used[kind] += 1
+    if kind == "mid-epoch":
+        mark = "training on" if t - 1 == saved else f"epoch {t - 1}/{EPOCHS}:"
+        delay = rng.uniform(0, 0.12)
+        return f"mid-epoch {t} (+{delay:.3f} s)", (lambda lines: any(mark in x for x in lines)), delay, t
+    tag, mark = f"-e{t:04d}.", f"epoch {t}/{EPOCHS}:"
+
+    def at_state_save(lines):
+        return (any(tag in n for n in _leftover_names(run / "state") - state_before)
+                or any(mark in x for x in lines))
+    return f"state save {t}", at_state_save, 0.0, t
+
+
+def _landed(run: Path) -> tuple[str, str, bool]:
+    """Where a kill landed, read from what it left in ``run``: (phase, detail, mid-training?). Mid-training:
+    ``run.json`` exists and does not yet say complete."""
+    if not (run / "run.json").is_file():
+        return "set-up (no run.json yet)", "", False
+    if json.loads((run / "run.json").read_text())["status"] == "complete":
+        return "after completion", "", False
+    saved = _saved_epoch(run)
+    state_tmp, run_tmp = _leftover_names(run / "state"), _leftover_names(run)
+    if any(n.startswith(".checkpoint.") for n in run_tmp):
+        return "checkpoint save", f"{sorted(run_tmp)}", True
+    if state_tmp or any(n.startswith(".log.csv.") for n in run_tmp):
+        return "state save", f"epoch {saved + (1 if state_tmp else 0)}: {sorted(state_tmp | run_tmp)}", True
+    if saved == 0:
+        return "before first epoch saved", "epoch 1", True
+    if saved < EPOCHS:
+        return "mid-epoch", f"epoch {saved + 1}", True
+    if not (run / "checkpoint").exists():
+        return "final evaluation", "", True
+    return "reports", f"{sorted(run_tmp)}", True
 
 
 @pytest.fixture(scope="module")
@@ -100,76 +200,111 @@ def cohort(tmp_path_factory):
     return out
 
 
-def test_training_killed_ten_times_resumes_and_finishes(cohort, tmp_path):
+def test_training_killed_ten_times_mid_training_resumes_and_finishes(cohort, tmp_path):
     base = ["--manifest", cohort / "manifest.csv", "--schema", cohort / "schema.yaml", *TRAIN]
     server = ForkServer("mmxai_core.cli.train", preload=TRAIN_IMPORTS)
     try:  # the server imports while the reference runs
         ref = run_cli("mmxai-train", *base, "--out", tmp_path / "reference")
         assert ref.returncode == 0, ref.stderr
         server.wait_ready()
-        _kill_trials(server, base, ref.stderr, tmp_path)
+        _kill_trials(server, base, tmp_path)
     finally:
         server.close()
 
 
-def _kill_trials(server: ForkServer, base: list, ref_stderr: str, tmp_path: Path) -> None:
-    """Kill the run in ``tmp_path / "run"`` N_KILLS times at random lines of its progress output, resuming each
-    time; then finish it and compare it with the reference."""
-    from mmxai_core.model.checkpoint import load_checkpoint
-    from mmxai_core.train.state import load_training_state
+def _kill_trials(server: ForkServer, base: list, tmp_path: Path) -> None:
+    """Chains of kill-and-resume trials (each chain one run folder) until N_KILLS kills landed mid-training
+    and every one of PHASES was hit; each chain is then run to completion and compared with the reference."""
+    from mmxai_core.train.predict import load_run_checkpoint
 
-    lines = [x for x in ref_stderr.splitlines() if x.strip()]
-    # kill points: after any line up to the one announcing the checkpoint (later ones are the metrics)
-    n_lines = 1 + next(i for i, x in enumerate(lines) if "checkpoint:" in x)
     seed = int(os.environ.get("MMXAI_KILL_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     print(f"kill seed {seed} (MMXAI_KILL_SEED={seed} replays these kill points)")
-
-    run = tmp_path / "run"
-    outcomes = []
-    attempts = finished_first = 0
-    while len(outcomes) < N_KILLS:
-        attempts += 1
-        assert attempts <= 3 * N_KILLS, f"could not land {N_KILLS} kills ({outcomes})"
-        resume = ["--resume"] if run.exists() else []
-        line_no, delay = rng.randrange(0, n_lines), rng.uniform(0, 0.3)
-        killed, lines = _kill_forked_after_line(server, [*base, "--out", run, *resume], tmp_path / "stderr.txt",
-                                                line_no, delay)
-        if not killed:  # it finished first (a resumed complete run still redoes its final evaluation)
-            assert "error" not in " ".join(lines), lines
-            finished_first += 1
-            # the run is complete now: later kill points lie within what a resumed complete run prints
-            shown = [x for x in lines if x.strip()]
-            n_lines = 1 + next((i for i, x in enumerate(shown) if "checkpoint:" in x), n_lines - 1)
-            continue
-        state = "none"
-        if (run / "state" / "state.json").exists():
-            meta, _ = load_training_state(run / "state")  # always loads: never half-written
-            state = f"epoch {meta['epoch']}"
-        ckpt = "none"
-        if (run / "checkpoint").exists():
-            load_checkpoint(run / "checkpoint")
-            ckpt = "loads"
-        outcomes.append({"after_line": line_no, "delay_s": round(delay, 3), "lines_seen": len(lines),
-                         "state": state, "checkpoint": ckpt})
+    reference = _tensors(tmp_path / "reference" / "checkpoint")
     log = tmp_path / "stderr.txt"
-    server.start([*base, "--out", run, *(["--resume"] if run.exists() else [])], log)
-    assert server.reap() == 0, log.read_text()
-    print(f"kill trials ({finished_first} more runs finished before their kill point):\n"
-          + "\n".join(json.dumps(o) for o in outcomes))
+    trials: list[dict] = []
+    kills = lambda: [t for t in trials if t["killed"]]
+    chain = 0
+    used = {"mid-epoch": 0, "state save": 0}  # kinds of kill point chosen so far
 
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
-    load_checkpoint(run / "checkpoint")
-    a, b = _tensors(tmp_path / "reference" / "checkpoint"), _tensors(run / "checkpoint")
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the reference"
-    assert leftovers(run) == [], leftovers(run)
-    assert len(outcomes) == N_KILLS
+    def enough() -> bool:
+        landed = [t for t in kills() if t["mid_training"]]
+        return len(landed) >= N_KILLS and set(PHASES) <= {t["landed"] for t in landed}
+
+    while not enough():
+        chain += 1
+        assert chain <= MAX_CHAINS, f"{N_KILLS} mid-training kills in {PHASES} not reached: {trials}"
+        run = tmp_path / f"run{chain}"
+        complete = False
+        lo = 1  # the next kill of this chain aims at this epoch or a later one (EPOCHS + 1: the final save)
+        left_by_kill: set[str] = set()
+        while not complete:
+            saved = _saved_epoch(run)
+            # a kill before run.json leaves nothing resumable (at most temporary files and part of the image
+            # cache): the run is then started afresh, without --resume (RunFolder.decide accepts that folder)
+            fresh = not (run / "run.json").is_file()
+            argv = [*base, "--out", run, *([] if fresh else ["--resume"])]
+            start = "fresh" if fresh else f"--resume (epoch {saved} saved)"
+            if enough() or lo > EPOCHS + 1:  # let the chain finish
+                plan, trigger, delay = "none (run to completion)", (lambda lines: False), 0.0
+            else:
+                first = not any(t["chain"] == chain for t in trials)
+                plan, trigger, delay, aimed = _plan(rng, run, saved, lo, first, chain, used)
+                lo = aimed + 1
+            code, lines = _run_and_kill(server, argv, log, trigger, delay)
+            text = "\n".join(lines)
+            if lines and any("training on" in x for x in lines):
+                if saved:  # the resumed run continued from the saved epoch, not from the start
+                    assert f"resuming after epoch {saved}" in text, text
+                if left_by_kill:  # what the previous kill left half-written was removed first
+                    assert "temporary file(s) left by an interrupted run" in text, (left_by_kill, text)
+            row = {"chain": chain, "start": start, "kill_point": plan, "lines_seen": len(lines),
+                   "killed": code == -signal.SIGKILL}
+            if code != -signal.SIGKILL:
+                assert code == 0, text
+                complete = True
+                row.update(landed="- (finished first)", mid_training=False)
+                trials.append(row)
+                print(json.dumps(row))  # as it happens: shown with a failure
+                break
+            phase, detail, mid = _landed(run)
+            left_by_kill = _leftover_names(run) | _leftover_names(run / "state") | _leftover_names(run / "cache")
+            after = _saved_epoch(run)  # the state left by the kill loads ...
+            assert after >= saved, f"the kill lost saved epochs ({saved} -> {after})"  # ... and lost nothing
+            ckpt = "none"
+            if (run / "checkpoint").exists():
+                load_run_checkpoint(run)  # the last checkpoint loads
+                ckpt = "loads"
+            row.update(landed=phase, detail=detail, mid_training=mid, state_after=after, checkpoint=ckpt)
+            trials.append(row)
+            print(json.dumps(row))
+        # the chain's run is complete: its checkpoint loads, nothing temporary is left, the weights are the
+        # reference's bit for bit
+        assert json.loads((run / "run.json").read_text())["status"] == "complete"
+        load_run_checkpoint(run)
+        assert leftovers(run) == [], leftovers(run)
+        weights = _tensors(run / "checkpoint")
+        assert weights.keys() == reference.keys(), f"chain {chain}"
+        assert all(weights[k].equal(reference[k]) for k in reference), f"chain {chain}: weights differ"
+
+    done = kills()
+    phases = {}
+    for t in done:
+        phases[t["landed"]] = phases.get(t["landed"], 0) + 1
+    print(f"kill trials: {len(done)} kills in {chain} chain(s), {sum(t['mid_training'] for t in done)} landed "
+          f"mid-training; phases {phases}; {len(trials) - len(done)} runs finished (each compared with the "
+          "reference)")
+    assert all(t["mid_training"] for t in done), [t for t in done if not t["mid_training"]]
+    assert len(done) >= N_KILLS
+    assert set(PHASES) <= set(phases), phases  # every kind of kill point was reached
 
 
 def test_interrupted_start_and_half_swapped_checkpoint_are_recovered(tmp_path):
-    """The two states a kill can leave that need more than re-running an epoch: a folder holding only
-    temporary files (killed before run.json) and a checkpoint moved aside while its replacement was
-    being written (``.checkpoint.old-*`` without ``checkpoint``, beside a half-written ``.checkpoint.tmp-*``)."""
+    """The states a kill can leave that need more than re-running an epoch: a folder holding only
+    temporary files (killed before run.json), a checkpoint moved aside while its replacement was
+    being written (``.checkpoint.old-*`` without ``checkpoint``, beside a half-written ``.checkpoint.tmp-*``),
+    and safetensors' own temporary file (``.tmp`` + 6 random characters, written before it renames the file
+    onto the name it was given) in ``state/`` after a kill during ``save_file``."""
     from mmxai_core.train.state import RunFolder
 
     run = RunFolder(tmp_path / "run")
@@ -190,10 +325,16 @@ def test_interrupted_start_and_half_swapped_checkpoint_are_recovered(tmp_path):
     (ckpt / "metadata.json").write_text("{}")
     (run.path / ".checkpoint.tmp-zz").mkdir()
     (run.path / ".checkpoint.tmp-zz" / "weights.safetensors").write_bytes(b"half")
+    (run.path / "state").mkdir()
+    (run.path / "state" / ".tmpQ7xZ_2").write_bytes(b"half")  # safetensors' (found by the kill trials)
+    (run.path / "state" / ".model-e0002.safetensors.k3j.tmp.safetensors").write_bytes(b"")
+    (run.path / "state" / "model-e0001.safetensors").write_bytes(b"kept")
     removed = run.remove_leftovers()
-    assert sorted(removed) == [".checkpoint.tmp-zz", ".run.json.x1y2.tmp", "cache/.k.abc.tmp.npy"]
+    assert sorted(removed) == [".checkpoint.tmp-zz", ".run.json.x1y2.tmp", "cache/.k.abc.tmp.npy",
+                               "state/.model-e0002.safetensors.k3j.tmp.safetensors", "state/.tmpQ7xZ_2"]
     assert (run.path / "checkpoint" / "metadata.json").read_text() == "{}"  # put back, not lost
-    assert sorted(p.name for p in run.path.rglob("*")) == ["cache", "checkpoint", "metadata.json"]
+    assert sorted(p.name for p in run.path.rglob("*")) == ["cache", "checkpoint", "metadata.json",
+                                                           "model-e0001.safetensors", "state"]
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -65,12 +66,18 @@ class StateError(MMXAIError):
 
 
 # ---------------------------------------------------------------------------------------------- run folder
+#: safetensors (>= 0.6, Rust ``tempfile``) writes a file as ``.tmp<6 random characters>`` beside it, then
+#: renames it: a kill during ``save_file`` leaves one of these behind (in ``state/``)
+_SAFETENSORS_TMP = re.compile(r"\.tmp[A-Za-z0-9_]{6}")
+
+
 def is_leftover(path: Path) -> bool:
     """A hidden temporary entry of an interrupted write: ``.<name>.<random>.tmp`` (utils.atomic),
-    ``.<name>.tmp-<random>`` or ``.<name>.old-<random>`` (checkpoint folder swaps)."""
+    ``.<name>.tmp-<random>`` or ``.<name>.old-<random>`` (checkpoint folder swaps), ``.tmp<random>``
+    (safetensors' own temporary file)."""
     name = path.name
     return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name or ".tmp-" in name
-                                     or ".old-" in name)
+                                     or ".old-" in name or _SAFETENSORS_TMP.fullmatch(name) is not None)
 
 
 class RunFolder:
