@@ -112,8 +112,8 @@ def test_explain_batch_with_the_flag_gets_past_the_manifest_check(tiny, outside,
 
 @pytest.mark.parametrize("prog, args, culprit", [
     ("mmxai-train", ["--manifest", "{tmp}/m.csv", "--schema", "{schema}", "--out", "{tmp}/run"], "m.csv"),
-    ("mmxai-train", ["--manifest", "m.csv", "--schema", "s.yaml", "--out", "{tmp}/run", "--ablation", "--jobs",
-                     "2", "--allow-outside-paths"], "--jobs 1"),
+    ("mmxai-train", ["--manifest", "m.csv", "--schema", "s.yaml", "--out", "{tmp}/run", "--ablation", "--seed",
+                     "1"], "--seeds"),
     ("mmxai-evaluate", ["--model", "{run}", "--manifest", "m.csv", "--out", "{tmp}/eval", "--n-boot", "-1"],
      "--n-boot"),
     ("mmxai-evaluate", ["--model", "{tmp}/nothing", "--manifest", "m.csv", "--out", "{tmp}/eval"], "nothing"),

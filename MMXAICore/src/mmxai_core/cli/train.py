@@ -118,9 +118,6 @@ def _body(argv: Sequence[str] | None) -> int:
         raise MMXAIError("--seed sets one run's seed; with --ablation use --seeds 0,1,2")
     if args.ablation and args.resume and args.force:
         raise MMXAIError("--resume and --force exclude each other")
-    if args.ablation and args.jobs > 1 and args.allow_outside_paths:
-        raise MMXAIError("--allow-outside-paths: not available with --ablation --jobs > 1 (each run's process "
-                         "re-reads the manifest); use --jobs 1")
 
     out = Path(args.out)
     base = args.config
@@ -164,7 +161,8 @@ def _body(argv: Sequence[str] | None) -> int:
 
             result = run_ablation(cfg, manifest, schema, out, variants=args.variants, seeds=args.seeds,
                                   reference=args.reference, splits=args.splits, jobs=args.jobs, resume=args.resume,
-                                  force=args.force, runtime=runtime, log=say)
+                                  force=args.force, runtime=runtime, log=say,
+                                  allow_outside=args.allow_outside_paths)
             if runtime.is_main_process:
                 held()
                 print("\n".join(f"{PROG}: {line}" for line in table_lines(result)), flush=True)

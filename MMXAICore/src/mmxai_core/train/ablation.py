@@ -135,7 +135,9 @@ def _run_task(task: dict[str, Any]) -> dict[str, Any]:
         cfg = resolve_config(task["config"])
         manifest = task.get("manifest_obj")
         if manifest is None:
-            manifest = load_manifest(task["manifest"], ClinicalSchema.from_dict(task["schema"]))
+            # a spawned process does not inherit outside_paths_allowed(): the task says it explicitly
+            manifest = load_manifest(task["manifest"], ClinicalSchema.from_dict(task["schema"]),
+                                     allow_outside=bool(task.get("allow_outside", False)))
         rt = task.get("runtime") or make_runtime(cfg.train.device, cfg.train.amp, cfg.train.threads)
         result = run_training(cfg, manifest, None, task["out"], splits=task["splits"], resume=task["resume"],
                               runtime=rt, log=log)
@@ -238,7 +240,8 @@ def _runs_markdown(entries: list[dict[str, Any]]) -> list[str]:
 def run_ablation(config: Any, manifest: Any, schema: Any = None, out_dir: str | os.PathLike = "ablation", *,
                  variants: Sequence[str] = DEFAULT_VARIANTS, seeds: Sequence[int] = DEFAULT_SEEDS,
                  reference: str = "attention", splits: Any = None, jobs: int = 1, resume: bool = False,
-                 force: bool = False, runtime: Any = None, log: Log | None = None) -> AblationResult:
+                 force: bool = False, runtime: Any = None, log: Log | None = None,
+                 allow_outside: bool | None = None) -> AblationResult:
     """Train ``variants`` x ``seeds`` on one split and write the ablation table and figure.
 
     Args:
@@ -249,12 +252,17 @@ def run_ablation(config: Any, manifest: Any, schema: Any = None, out_dir: str | 
             ``data.val_fraction``, ``data.test_fraction`` and ``data.split_seed``.
         jobs: runs trained at once (separate processes; 1 = one after the other in this process).
         resume: continue interrupted runs; force: start the study over (removes only its own entries).
+        allow_outside: accept manifest paths that leave the manifest's folder (``--allow-outside-paths``);
+            None: what an enclosing :func:`~mmxai_core.data.manifest.outside_paths_allowed` says. Passed
+            explicitly to every run, so that runs in spawned processes (``jobs`` > 1), which re-read the
+            manifest and do not inherit that scoped switch, accept the same manifest.
 
     Raises:
         AblationError / MMXAIError (one line): bad lists, a folder holding a different study, a failed run.
     """
     from mmxai_core.data.clinical import ClinicalPreprocessor
     from mmxai_core.data.dataset import ImageStore
+    from mmxai_core.data.manifest import _ALLOW_OUTSIDE, outside_paths_allowed
     from mmxai_core.data.splits import load_splits, make_splits, save_splits
     from mmxai_core.model import create_model
     from mmxai_core.report.plots import plot_metric_bars
@@ -277,7 +285,10 @@ def run_ablation(config: Any, manifest: Any, schema: Any = None, out_dir: str | 
         raise AblationError("--jobs > 1 cannot be combined with torchrun; the runs go one after the other")
     main = rt.is_main_process
     out = Path(out_dir)
-    manifest_obj, schema_obj = _load_inputs(manifest, schema)
+    if allow_outside is None:
+        allow_outside = _ALLOW_OUTSIDE.get()
+    with outside_paths_allowed(bool(allow_outside)):
+        manifest_obj, schema_obj = _load_inputs(manifest, schema)
     classes = list(manifest_obj.classes)
 
     # ---- identity and the folder (read only)
@@ -380,7 +391,8 @@ def run_ablation(config: Any, manifest: Any, schema: Any = None, out_dir: str | 
                 entry["status"] = "pending"
                 tasks.append({"name": name, "config": run_cfg.to_dict(), "out": str(folder),
                               "splits": str(own_splits), "resume": bool(resume and prior is not None),
-                              "manifest": str(manifest_obj.path), "schema": schema_obj.to_dict()})
+                              "manifest": str(manifest_obj.path), "schema": schema_obj.to_dict(),
+                              "allow_outside": bool(allow_outside)})
             entries.append(entry)
     t0 = time.perf_counter()
     outcomes = _execute(tasks, jobs, rt, manifest_obj, say)
