@@ -263,7 +263,7 @@ def _kill_trials(server: ForkServer, base: list, tmp_path: Path) -> None:
             if code != -signal.SIGKILL:
                 assert code == 0, text
                 complete = True
-                row.update(landed="- (finished first)", mid_training=False)
+                row.update(landed="- (not killed: ran to completion)", mid_training=False)
                 trials.append(row)
                 print(json.dumps(row))  # as it happens: shown with a failure
                 break
