@@ -28,9 +28,67 @@ from mmxai_core.io.image import Image
 _FORMAT_LABEL = {"nifti": "NIfTI", "nrrd": "NRRD", "metaimage": "MetaImage"}
 
 
+#: Most dimensions a MetaImage header may declare (images, volumes, and a time or component axis).
+META_MAX_DIMS = 4
+#: Bytes of a MetaImage header read for the pre-check (a detached .mhd header is small; in a .mha the
+#: header ends at "ElementDataFile = LOCAL").
+META_HEADER_BYTES = 65536
+
+
+def check_metaimage_header(path: Path) -> None:
+    """Refuse a MetaImage header whose dimension fields ITK's MetaIO cannot survive.
+
+    MetaIO (ITK 5.4) dereferences out of bounds, and the process dies with a segmentation fault, on a
+    header declaring e.g. ``NDims = 2147483647`` (found by the loader fuzz test). So ``NDims`` must be an
+    integer in 1..:data:`META_MAX_DIMS` and ``DimSize`` (and ``ElementSpacing`` / ``Offset`` when given)
+    must list that many numbers, before the header reaches ITK.
+
+    Raises:
+        ImageReadError naming the file and the field.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(META_HEADER_BYTES)
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read the MetaImage header: {exc.strerror or exc}") from exc
+    fields: dict[str, str] = {}
+    for raw in head.split(b"\n"):
+        key, sep, value = raw.partition(b"=")
+        if not sep:
+            continue
+        name = key.strip().decode("latin-1")
+        fields.setdefault(name, value.strip().decode("latin-1"))
+        if name == "ElementDataFile":
+            break
+    ndims_text = fields.get("NDims")
+    if ndims_text is None:
+        return  # ITK reports a header without NDims itself
+    try:
+        ndims = int(ndims_text)
+    except ValueError:
+        raise ImageReadError(path, f"MetaImage header: NDims = {ndims_text[:20]!r} is not an integer") from None
+    if not 1 <= ndims <= META_MAX_DIMS:
+        raise ImageReadError(path, f"MetaImage header: NDims = {ndims} (expected 1 to {META_MAX_DIMS})")
+    for name in ("DimSize", "ElementSpacing", "Offset", "Position"):
+        if name not in fields:
+            continue
+        parts = fields[name].split()
+        if len(parts) != ndims:
+            raise ImageReadError(path, f"MetaImage header: {name} lists {len(parts)} value(s) for NDims = {ndims}")
+        try:
+            numbers = [float(v) for v in parts]
+        except ValueError:
+            raise ImageReadError(path, f"MetaImage header: {name} is not a list of numbers") from None
+        if name == "DimSize" and any(not (v >= 1 and v == int(v)) for v in numbers):
+            raise ImageReadError(path, f"MetaImage header: DimSize {fields[name][:40]!r} is not a list of "
+                                       "positive integers")
+
+
 def _reader(path: Path, fmt: str):
     import SimpleITK as sitk
 
+    if fmt == "metaimage":
+        check_metaimage_header(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
