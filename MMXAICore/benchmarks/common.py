@@ -30,9 +30,9 @@ FIELDS10 = [(f"num{i}", "numeric", 0) for i in range(6)] + [(f"cat{i}", "categor
 VALUES10 = np.array([0.2, 0.5, 0.9, 0.1, 0.7, 0.4, 0, 1, 2, 1], np.float32)
 
 #: The tiny preset, spelled out (see mmxai_core.model.config.PRESETS).
-TINY = dict(trunk="resnet10t", trunk_out_index=3, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
-            fusion_heads=4, mil_hidden=64, slice_chunk=16, dropout=0.1, token_pool="attention",
-            variant="attention", num_classes=2)
+TINY = dict(trunk="resnet10t", trunk_out_index=2, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0,
+            fusion_heads=4, mil_hidden=64, slice_chunk=16, dropout=0.1, token_pool="mean", reverse_fusion=True,
+            final_norm=False, head_norm=False, fusion_ffn=False, variant="attention", num_classes=2)
 
 
 def fields(n: int) -> list[tuple[str, str, int]]:
