@@ -196,14 +196,18 @@ def main(argv=None) -> int:
         k, j, i = np.unravel_index(int(np.argmax(heat)), heat.shape)
         ras = C.ras_of_ijk(outputs.heatmap_node, (i, j, k))
         overlay = out_dir / "overlay.png"
-        render_slice(scene, vol, outputs.label_node, ras, overlay)
+        # the slice through the lesion centre (where a reader looks); the caption says how far away the
+        # heatmap's maximum is, so a miss is visible rather than hidden by choosing the maximum's slice
+        render_slice(scene, vol, outputs.label_node, case["ras"], overlay)
+        miss_mm = float(np.linalg.norm(np.asarray(ras, float) - np.asarray(case["ras"], float)))
         who = ("TEST-DOUBLE worker (placeholder heatmap)" if kind == "fake" else
                f"Real worker, checkpoint {_ckpt_name(Path(args.checkpoint))}" if args.checkpoint else "Real worker + demo model")
         pred = outputs.result.prediction
         p_cls = (pred.get("probabilities") or {}).get(pred.get("class"), float("nan"))
         caption(overlay, ["Research use only - not for diagnosis.",
                           "MMXAI heatmap bins on a synthetic breast MR (axial),",
-                          "drawn by Slicer's slice pipeline (label layer over the MR).",
+                          "drawn by Slicer's slice pipeline (label layer over the MR);",
+                          f"slice through the lesion centre; heatmap maximum {miss_mm:.0f} mm from it.",
                           f"{who}:", f"predicted {pred.get('class')}, p = {p_cls:.2f}"], 560)
         view.widget.show()
         app.processEvents()

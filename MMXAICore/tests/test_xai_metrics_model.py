@@ -196,7 +196,9 @@ def test_sanity_cascade_drops_and_leaves_the_model_untouched(trained):
     assert stages[-1].startswith("cnn.")
     assert out["curve"][0]["ssim"]["mean"] == pytest.approx(1.0)
     ssim = [c["ssim"]["mean"] for c in out["curve"]]
-    assert ssim[1] < 0.8                              # a random head already changes the map
+    # randomising the layers above the CAM layer changes the map (with a linear head on mean-pooled tokens a
+    # random head alone may not: any positive mix of the toy's channels still lights the one bright blob)
+    assert min(ssim[1:stages.index(HEADLINE_STAGE) + 1]) < 0.8
     assert ssim[-1] < 0.6 and ssim[-1] < ssim[stages.index(HEADLINE_STAGE)]
     assert out["headline"]["stage"] == HEADLINE_STAGE and out["lowest"]["ssim_mean"] == pytest.approx(min(ssim[1:]))
     assert out["headline"]["ssim_mean"] == pytest.approx(ssim[stages.index(HEADLINE_STAGE)])

@@ -7,8 +7,10 @@ The configuration is everything needed to rebuild the architecture (it is stored
 
 Presets (``model_config(preset, **overrides)``):
 
-* ``tiny``: trains on 2 CPU cores in minutes at 96-128 px. timm ``resnet10t`` cut after stage 3
-  (stride 16, 256 channels: an 8x8 token grid at 128 px), D=64, 2 transformer blocks, 4 heads.
+* ``tiny``: trains on 2 CPU cores in minutes at 96-128 px. timm ``resnet10t`` cut after stage 2
+  (stride 8, 128 channels: a 12x12 token grid at 96 px, 16x16 at 128 px), D=64, 2 transformer blocks,
+  4 heads. (Cut after stage 3, stride 16, a synthetic lesion of 6-20 px covered about one cell of the 6x6
+  grid at 96 px, and the heatmaps could not point at it.)
 * ``base``: for a GPU at 224-256 px. timm ``resnet34`` cut after stage 3 (stride 16, 256 channels),
   D=256, 4 blocks, 8 heads. Cutting at stride 16 and letting a transformer model the global context is
   the classic hybrid CNN-ViT layout (ResNet stages up to stride 16, then ViT blocks).
@@ -176,11 +178,18 @@ class ModelConfig:
         return cls(**dict(data))
 
 
+#: What both presets share so that Grad-CAM++ can read the decision through the image tokens (mean token
+#: pooling, no LayerNorm between the CNN features and the logits: :mod:`.image_encoder`, :mod:`.heads`), the
+#: clinical evidence reaches the head additively (:mod:`.reverse_fusion`) and the fusion is the paper's
+#: Eq. 4 (attention + residual, no feed-forward layer: :mod:`.fusion`). README, "Method choices".
+_EXPLAINABLE: dict[str, Any] = dict(token_pool="mean", reverse_fusion=True, final_norm=False, head_norm=False,
+                                    fusion_ffn=False)
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(trunk="resnet10t", trunk_out_index=3, image_size=128, embed_dim=64, depth=2, num_heads=4,
-                 mlp_ratio=2.0, fusion_heads=4, mil_hidden=64, slice_chunk=16, dropout=0.1),
+    "tiny": dict(trunk="resnet10t", trunk_out_index=2, image_size=128, embed_dim=64, depth=2, num_heads=4,
+                 mlp_ratio=2.0, fusion_heads=4, mil_hidden=64, slice_chunk=16, dropout=0.1, **_EXPLAINABLE),
     "base": dict(trunk="resnet34", trunk_out_index=3, image_size=256, embed_dim=256, depth=4, num_heads=8,
-                 mlp_ratio=4.0, fusion_heads=8, mil_hidden=128, slice_chunk=32, dropout=0.1),
+                 mlp_ratio=4.0, fusion_heads=8, mil_hidden=128, slice_chunk=32, dropout=0.1, **_EXPLAINABLE),
 }
 
 
