@@ -85,7 +85,14 @@ def volume_section(d: dict) -> list[str]:
           f"{big.get('per_slice_vs_single', float('nan')):.2f}x ({_verdict(big.get('per_slice_vs_single', 9) <= 1.0)}).",
           "* Peak memory against the volume: see the last column; the input volume itself "
           f"({big['volume_mib']:.0f} MiB at {big['slices']} slices) is in memory before the measurement starts.",
-          "* Repeats: sizes >= 64 slices run fewer times (see `runs`) to keep the suite within its budget.", ""]
+          "* Repeats: sizes >= 64 slices run fewer times (see `runs`) to keep the suite within its budget."]
+    if big.get("per_slice_vs_single", 0) > 1.0:
+        L += ["* Why the per-slice cost grows past one chunk (16 slices): a larger volume goes through the "
+              "memory-bounded Grad-CAM++ path, which encodes every slice twice (once without a graph for the "
+              "case score, once per chunk with a graph for the gradient; gradient checkpointing). That extra "
+              "encoder pass is the price of a peak memory that stays flat from 32 slices on; with the stride-8 "
+              "tiny trunk at 256 px (1,024 tokens per slice) the encoder dominates, so the extra pass shows."]
+    L.append("")
     return L
 
 
