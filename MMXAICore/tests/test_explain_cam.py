@@ -134,6 +134,13 @@ def test_volume_chunked_equals_unchunked_and_the_library_backward(model):
         r9 = cam(x, values, missing)
     assert r2.raw.shape == (1, 9, 8, 8)
     assert_close_rel(r2.raw, r9.raw)
+    # another target layer takes the re-encoding path of pass 3 (the default keeps the CNN feature maps)
+    with GradCAMPlusPlusExplainer(model, target_layer="image_encoder.trunk.layer1", slice_chunk=2) as cam:
+        l2 = cam(x, values, missing)
+    with GradCAMPlusPlusExplainer(model, target_layer="image_encoder.trunk.layer1", slice_chunk=9) as cam:
+        l9 = cam(x, values, missing)
+    assert l2.raw.shape[-1] > r2.raw.shape[-1]
+    assert_close_rel(l2.raw, l9.raw)
     scale = float(r9.raw.max()) * 0.8           # what a user sees: [0, 1] maps on a fixed scale, to 1e-5
     torch.testing.assert_close(r2.normalised("model", scale), r9.normalised("model", scale), rtol=0, atol=1e-5)
     bound = ClinicalBoundModel(model, values, missing, slice_chunk=9)

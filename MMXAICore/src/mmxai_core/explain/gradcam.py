@@ -17,8 +17,9 @@ slice (C, h, w) and g = dy/dA,
   maps are raw per slice (never min-max scaled per slice or per image).
 * **Chunks of slices** (bounded memory): when a batch holds more real slices than ``slice_chunk``, pass 1
   encodes all slices without a graph, pass 2 differentiates the fusion/pooling/head with respect to the
-  image tokens of all slices, and pass 3 re-encodes the slices chunk by chunk with a graph and pulls that
-  token gradient back to the target layer (a vector-Jacobian product). By the chain rule this is the
+  image tokens of all slices, and pass 3 pulls that token gradient back to the target layer chunk by chunk
+  (a vector-Jacobian product): from the feature maps pass 1 kept when the target is the CNN output
+  (the default; only the encoder above it is re-run with a graph), else by re-encoding the chunk. By the chain rule this is the
   same gradient as one backward pass through the whole volume: chunked equals unchunked (tested to
   1e-5). With all slices in one chunk a single forward + backward is used.
 * **Normalisation** with a scale fixed per model (:func:`calibrate_cam_scale`: the 99th percentile of raw
@@ -387,9 +388,18 @@ class GradCAMPlusPlusExplainer:
     def _chunked(self, bound, images, slice_mask, present, b_idx, s_idx, target_class, return_attentions):
         """Pass 1: encode without a graph; pass 2: d score / d tokens; pass 3: per chunk, VJP to the layer."""
         model, chunk = self.model, self.slice_chunk
+        # With the default target (the CNN output, ``cam_layer``) pass 1 keeps each chunk's feature map, and
+        # pass 3 differentiates only the encoder above it (``tokens_from_features``): the CNN runs once per
+        # slice. Other target layers re-run the whole encoder per chunk.
+        keep = self.target_layer is model.image_encoder.cam_layer
+        self._captured.clear()
+        self._armed = keep
         with torch.no_grad():
             enc = model.encode_image(images, slice_mask, present, return_attentions=return_attentions,
                                      slice_chunk=chunk)
+        self._armed = False
+        features = [t for t, _ in self._captured] if keep else None
+        self._captured.clear()
         tokens = enc.tokens.detach().requires_grad_(True)
         with torch.enable_grad():
             out = bound.decode(ImageEncoding(tokens, enc.slice_mask, enc.image_present, enc.grid,
@@ -400,6 +410,14 @@ class GradCAMPlusPlusExplainer:
         parts, grid = [], enc.grid
         for start in range(0, len(b_idx), chunk):
             sel = slice(start, start + chunk)
+            if features is not None:
+                act = features[start // chunk].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    toks, tok_grid, _ = model.image_encoder.tokens_from_features(act)
+                    (grad,) = torch.autograd.grad(toks, act, grad_outputs=token_grad[b_idx[sel], s_idx[sel]])
+                cams, grid = self._grid_maps(act, grad, tok_grid)
+                parts.append(cams)
+                continue
             x = images[b_idx[sel], s_idx[sel]].detach().requires_grad_(True)
             self._captured.clear()
             self._armed = True

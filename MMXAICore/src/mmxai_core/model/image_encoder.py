@@ -81,6 +81,12 @@ class ImageEncoder(nn.Module):
     def forward(self, x: Tensor, return_attention: bool = False
                 ) -> tuple[Tensor, tuple[int, int], list[Tensor] | None]:
         fmap = self.cam_layer(self.trunk(x)[-1])        # (B, C, h, w)
+        return self.tokens_from_features(fmap, return_attention)
+
+    def tokens_from_features(self, fmap: Tensor, return_attention: bool = False
+                             ) -> tuple[Tensor, tuple[int, int], list[Tensor] | None]:
+        """The encoder above the Grad-CAM++ layer: CNN feature map (B, C, h, w) -> the same triple as
+        :meth:`forward` (the chunked Grad-CAM++ differentiates this part alone, from stored features)."""
         h, w = fmap.shape[-2:]
         tokens = self.proj(fmap).flatten(2).transpose(1, 2)  # (B, N, D)
         tokens = self.pos_drop(tokens + sincos_2d(h, w, self.dim, tokens.device, tokens.dtype))
