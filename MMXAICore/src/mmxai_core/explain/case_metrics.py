@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mmxai_core.errors import MMXAIError
+from mmxai_core.utils.mapping import nested_get as _get
 
 METRICS_PACKAGE = "mmxai_core.explain.metrics"
 #: Quality metrics ``--metrics`` may ask for.
@@ -88,13 +89,6 @@ def _module(name: str) -> Any | None:
         raise
 
 
-def _get(d: Any, *path: str) -> Any:
-    """``d[path[0]][path[1]]...`` or None where a key is missing."""
-    for key in path:
-        if not isinstance(d, Mapping) or key not in d:
-            return None
-        d = d[key]
-    return d
 
 
 # ------------------------------------------------------------------------------------------ adapters

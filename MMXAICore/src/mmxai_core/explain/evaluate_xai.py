@@ -54,6 +54,7 @@ import numpy as np
 
 from mmxai_core import RESEARCH_USE_NOTICE
 from mmxai_core.errors import MMXAIError
+from mmxai_core.utils.mapping import nested_get as _get
 
 #: Metric groups ``--xai-metrics`` may name (default: all).
 XAI_METRICS = ("stability", "faithfulness", "sanity", "localisation", "coherence")
@@ -117,12 +118,6 @@ def _f(x: Any) -> float:
     return v
 
 
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, Mapping) or key not in d:
-            return None
-        d = d[key]
-    return d
 
 
 def _jsonable(obj: Any) -> Any:

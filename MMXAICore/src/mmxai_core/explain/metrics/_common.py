@@ -134,6 +134,25 @@ def default_target(model: nn.Module, images: Tensor, slice_mask: Tensor, present
     return int(out.logits[0].argmax())
 
 
+def image_case(model: nn.Module, images: Any, slice_mask: Any, image_present: Any, clin_values: Any,
+               clin_missing: Any, target_class: int | None, no_image: str
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, int]:
+    """One case with an image, on the model's device, and the class to explain.
+
+    Returns ``(images, slice_mask, present, values, missing, target_class)`` (:func:`one_case`,
+    :func:`clinical_row`, :func:`default_target` when ``target_class`` is None). Raises ValueError
+    ``"the case has no image (image_present is False): <no_image>"`` for a case without an image.
+    """
+    device = model_device(model)
+    imgs, mask, present = one_case(images, slice_mask, image_present, device)
+    if not bool(present[0]):
+        raise ValueError(f"the case has no image (image_present is False): {no_image}")
+    values, missing = clinical_row(clin_values, clin_missing, device)
+    if target_class is None:
+        target_class = default_target(model, imgs, mask, present, values, missing)
+    return imgs, mask, present, values, missing, int(target_class)
+
+
 # --------------------------------------------------------------------------------------- filtering
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32,
                       device: torch.device | str = "cpu") -> Tensor:

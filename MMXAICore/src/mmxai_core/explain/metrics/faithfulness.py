@@ -46,8 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmxai_core.explain.metrics._common import (DEFAULT_FRACTIONS, as_maps, blur2d, clinical_row,
-                                                default_target, eval_mode, model_device, one_case, rank_order,
+from mmxai_core.explain.metrics._common import (DEFAULT_FRACTIONS, as_maps, blur2d, clinical_row, image_case,
+                                                eval_mode, model_device, one_case, rank_order,
                                                 smooth_random_maps, summary, jsonable)
 
 REMOVALS = ("blur", "baseline")
@@ -224,13 +224,8 @@ def image_deletion(model: nn.Module, images: Any, clin_values: Any = None, clin_
     Returns:
         :func:`deletion_curve`'s dict with ``target_class`` and ``attribution`` (its source) added.
     """
-    device = model_device(model)
-    imgs, mask, present = one_case(images, slice_mask, image_present, device)
-    if not bool(present[0]):
-        raise ValueError("the case has no image (image_present is False): nothing to delete")
-    values, missing = clinical_row(clin_values, clin_missing, device)
-    if target_class is None:
-        target_class = default_target(model, imgs, mask, present, values, missing)
+    imgs, mask, present, values, missing, target_class = image_case(
+        model, images, slice_mask, image_present, clin_values, clin_missing, target_class, "nothing to delete")
     source = "given"
     if attribution is None:
         from mmxai_core.explain.gradcam import gradcam_plus_plus

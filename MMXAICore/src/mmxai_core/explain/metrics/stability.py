@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmxai_core.explain.metrics._common import (clinical_row, default_target, jsonable, model_device,
+from mmxai_core.explain.metrics._common import (clinical_row, image_case, jsonable, model_device,
                                                 one_case, summary)
 from mmxai_core.explain.metrics.ssim import DEFAULT_SSIM, SSIMSettings, pearson, volume_ssim
 
@@ -290,13 +290,8 @@ def gradcam_stability(model: nn.Module, images: Any, clin_values: Any = None, cl
     Returns:
         :func:`map_stability`'s dict with ``explainer`` and ``target_class`` added.
     """
-    device = model_device(model)
-    imgs, mask, present = one_case(images, slice_mask, image_present, device)
-    if not bool(present[0]):
-        raise ValueError("the case has no image (image_present is False): there is no map to check")
-    values, missing = clinical_row(clin_values, clin_missing, device)
-    if target_class is None:
-        target_class = default_target(model, imgs, mask, present, values, missing)
+    imgs, mask, present, values, missing, target_class = image_case(
+        model, images, slice_mask, image_present, clin_values, clin_missing, target_class, "there is no map to check")
     fn = cam_map_fn(model, values, missing, slice_mask=mask, image_present=present, target_class=target_class,
                     normalise=normalise, cam_scale=cam_scale, **cam_kwargs)
     out = map_stability(fn, imgs.cpu(), slice_mask=mask.cpu(), k=k, noise_fraction=noise_fraction,
