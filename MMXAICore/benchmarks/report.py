@@ -73,28 +73,35 @@ def explain_section(d: dict) -> list[str]:
 def volume_section(d: dict) -> list[str]:
     L = ["## 2. Volumes", "", f"Command: {_cmd(d)}. One case of S slices at {d['size']} x {d['size']}, "
          f"slice_chunk {d['slice_chunk']}, {d['fields']} fields; a fresh process per size; one CPU thread. "
-         f"Memory: {d['memory_method']}.", "",
-         "| slices | runs | Grad-CAM++ | Shapley | explain | per slice | per slice / single slice | peak extra memory |",
-         "|---|---|---|---|---|---|---|---|"]
+         f"Memory: {d['memory_method']}." + (f" Ratio: {d['ratio_method']}." if "ratio_method" in d else ""), "",
+         "| slices | runs | Grad-CAM++ | Shapley | explain | per slice | single slice, same rounds | "
+         "per slice / single slice | peak extra memory |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
+        single = _ms(r["single_slice_s"]) if "single_slice_s" in r else "-"
         L.append(f"| {r['slices']} | {r['repeats']} | {r['gradcam_s']:.2f} s | {r['shapley_s']:.2f} s | "
-                 f"{r['explain_s']:.2f} s | {_ms(r['per_slice_s'])} | {r.get('per_slice_vs_single', float('nan')):.2f} | "
-                 f"{r['peak_extra_mib']:.0f} MiB |")
+                 f"{r['explain_s']:.2f} s | {_ms(r['per_slice_s'])} | {single} | "
+                 f"{r.get('per_slice_vs_single', float('nan')):.2f} | {r['peak_extra_mib']:.0f} MiB |")
     big = max(d["rows"], key=lambda r: r["slices"])
     L += ["", f"* Target per-slice cost at {big['slices']} slices <= a single slice's: "
           f"{big.get('per_slice_vs_single', float('nan')):.2f}x ({_verdict(big.get('per_slice_vs_single', 9) <= 1.0)}).",
           "* Peak memory against the volume: see the last column; the input volume itself "
           f"({big['volume_mib']:.0f} MiB at {big['slices']} slices) is in memory before the measurement starts.",
-          "* Repeats: sizes >= 64 slices run fewer times (see `runs`) to keep the suite within its budget."]
+          "* Repeats: see `runs` (median over them)."]
+    L += ["* How a volume is explained (`mmxai_core.explain.gradcam`, `GradCAMPlusPlusExplainer._from_features`): "
+          "chunk by chunk, the CNN feature maps are computed without a graph and kept; the transformer and the "
+          "per-slice half of the decoder give each slice's embedding, with a graph for the last chunk only; slice "
+          "pooling and head on all embeddings give the case score and its gradient per slice embedding; every chunk "
+          "but the last re-runs the encoder above the CNN with a graph for its vector-Jacobian product. A volume "
+          "of one chunk is one forward and one backward pass. Shapley values decode the Grad-CAM++ pass's "
+          "encoding; with mean token pooling and no fusion feed-forward layer the fused tokens are never formed "
+          "(`TwoStateFusion.pooled_mean`).",
+          "* What grows with the volume: the kept CNN feature maps, tokens and per-slice attention maps "
+          "(about 1.1 MiB per 256 x 256 slice of this model); the graph is one chunk's."]
     if big.get("per_slice_vs_single", 0) > 1.0:
-        L += ["* Why the per-slice cost stays above a single slice's: past one chunk (16 slices) the memory-bounded "
-              "Grad-CAM++ (gradient checkpointing) runs the encoder above the CNN twice: once without a graph for the "
-              "case score, once per chunk with a graph for the gradient (the CNN feature maps of the first pass are "
-              "kept, so the CNN itself runs once). With the stride-8 tiny trunk at 256 px every slice has 1,024 tokens, "
-              "and that transformer pass is the extra cost; a single slice (and a volume of one chunk) is "
-              "differentiated in one pass. Larger batches of 1,024-token slices also run slower per slice "
-              "(16 slices, one pass, already cost more per slice than one). Peak memory, the reason for the chunks, "
-              "stays flat."]
+        L += ["* Why the per-slice cost stays above a single slice's: past one chunk the encoder above the CNN "
+              "runs twice for all chunks but the last (once without a graph for the case score, once with one for "
+              "the gradient); bounding the memory by the chunk costs that second forward pass."]
     L.append("")
     return L
 

@@ -330,3 +330,28 @@ def test_image_only_and_concat_variants():
         r6 = gradcam_plus_plus(m, x, *args, slice_chunk=6)
         assert r1.raw.max() > 0
         assert_close_rel(r1.raw, r6.raw)
+
+
+def test_cam_output_is_the_models_forward(model):
+    """The Grad-CAM++ pass (per-chunk slice embeddings, slice pooling and head on top) gives the model's own
+    forward: logits, slice weights, cross-modal and clinical-to-image attention, on a batch with padding
+    and a case without an image, in chunks of 2."""
+    x = blobs(3, 5, seed=21)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [True] * 5])
+    present = torch.tensor([True, True, False])
+    values, missing = clinical(3, seed=21)
+    res = gradcam_plus_plus(model, x, values, missing, slice_mask=mask, image_present=present, slice_chunk=2)
+    with torch.no_grad():
+        ref = model(x, mask, present, values, missing)
+    torch.testing.assert_close(res.output.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(res.output.slice_weights, ref.slice_weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.output.cross_attention, ref.cross_attention, rtol=1e-5, atol=1e-6)
+    assert res.output.reverse_attention.shape == ref.reverse_attention.shape
+    torch.testing.assert_close(res.output.reverse_attention, ref.reverse_attention, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.encoding.tokens, ref_tokens(model, x, mask, present), rtol=1e-5, atol=1e-5)
+    assert (res.raw[2] == 0).all() and (res.raw[1, 2:] == 0).all() and res.raw[0].max() > 0
+
+
+def ref_tokens(model, x, mask, present):
+    with torch.no_grad():
+        return model.encode_image(x, mask, present).tokens

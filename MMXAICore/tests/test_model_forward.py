@@ -278,3 +278,27 @@ def test_gradcam_plus_plus_hooks_the_cnn_feature_map(models):
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(1), ClassifierOutputTarget(1)])
     assert maps.shape == (2, 64, 64)
     assert np.isfinite(maps).all() and (maps.reshape(2, -1).max(1) > 0).all()
+
+
+def test_fused_attention_kernel_equals_the_written_out_attention():
+    """Eval mode without probabilities runs F.scaled_dot_product_attention; with them, the written-out
+    softmax(QK^T)V. Same tokens to float rounding; training always takes the written-out form."""
+    from mmxai_core.model.blocks import MultiHeadAttention
+
+    attn = MultiHeadAttention(32, 4, attn_drop=0.1).eval()
+    x = torch.randn(3, 50, 32, generator=torch.Generator().manual_seed(0))
+    fused, none = attn(x, need_weights=False)
+    plain, probs = attn(x, need_weights=True)
+    assert none is None and probs.shape == (3, 4, 50, 50)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    attn.train()
+    _, train_probs = attn(x, need_weights=False)
+    assert train_probs is not None                       # dropout on the probabilities, as trained
+    model = create_model(model_config("tiny", clinical_fields=[("age", "numeric", 0)], image_size=64,
+                                      embed_dim=32, depth=2, num_heads=4, fusion_heads=4, mil_hidden=16),
+                         seed=0).eval()
+    images = torch.randn(2, 3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = model.encode_image(images).tokens
+        b = model.encode_image(images, return_attentions=True).tokens
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

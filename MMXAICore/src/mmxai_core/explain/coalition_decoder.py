@@ -14,7 +14,9 @@ case,
   per-slice clinical summary is ``mean_f c_f(state_f)``, a gather,
 
 so that a row costs only the mixing of precomputed per-field terms, the residual FFN over the image
-tokens, token pooling, slice pooling and the head: the same operations in the same order as
+tokens, token pooling, slice pooling and the head (with mean token pooling and no FFN, the presets, the
+fused tokens are never formed: :meth:`~mmxai_core.model.fusion.TwoStateFusion.pooled_mean` gives their
+mean from each row's mean attention weights, so a row costs O(F) per token instead of O(F x D)): the same operations in the same order as
 ``model.decode``, equal to it up to float rounding. A self-check against ``model.decode`` on a few rows
 (all entered, all unknown, alternating) guards this; a model it does not fit gets ``None`` from
 :func:`two_state_decoder` and the caller keeps ``model.decode``.
@@ -32,6 +34,9 @@ from mmxai_core.model.outputs import ImageEncoding
 
 #: Tolerance of the self-check against ``model.decode`` (logits, float32).
 CHECK_ATOL = 1e-4
+#: Elements of the largest (slices, heads, rows, tokens) tensor of the direct path (mean token pooling, no
+#: FFN) per step: 4M float32 (16 MB); slices are taken as many at a time as fit beside the rows.
+DIRECT_ELEMENT_BUDGET = 1 << 22
 
 
 class TwoStateDecoder:
@@ -60,12 +65,29 @@ class TwoStateDecoder:
         ffn = model.fusion.ffn
         self.hidden = int(ffn.fc1.out_features) if ffn is not None else 0
         self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
+        #: mean token pooling after a fusion without FFN: fused tokens never formed (module docstring)
+        self.direct = fusion.linear_after_attention and getattr(model.token_pool, "mode", None) == "mean"
+        self.heads = int(model.fusion.attn.num_heads)
+
+    @property
+    def row_elements(self) -> int:
+        """Elements one row adds to the largest tensor of a step (for sizing row chunks): one slice's
+        (heads, tokens) on the direct path, a slice chunk's (tokens, width) otherwise."""
+        if self.direct:
+            return self.heads * self.n_tokens
+        return self.slice_chunk * self.n_tokens * max(int(self.model.config.embed_dim), self.hidden)
 
     def __call__(self, states: Tensor) -> Tensor:
         model = self.model
         r = int(states.shape[0])
         parts = []
-        for start in range(0, self.n_slices, self.slice_chunk):
+        step = self.slice_chunk
+        if self.direct:
+            step = max(1, DIRECT_ELEMENT_BUDGET // max(1, r * self.row_elements))
+        for start in range(0, self.n_slices, step):
+            if self.direct:
+                parts.append(self.fusion.pooled_mean(states, slice(start, start + step)))
+                continue
             fused = self.fusion(states, slice(start, start + self.slice_chunk))   # (R, n', N, D)
             n, dim = fused.shape[1], fused.shape[-1]
             pooled, _ = model.token_pool(fused.view(r * n, self.n_tokens, dim))    # (R*n', D)
@@ -123,4 +145,4 @@ def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor,
     return decoder
 
 
-__all__ = ["CHECK_ATOL", "TwoStateDecoder", "two_state_decoder"]
+__all__ = ["CHECK_ATOL", "DIRECT_ELEMENT_BUDGET", "TwoStateDecoder", "two_state_decoder"]

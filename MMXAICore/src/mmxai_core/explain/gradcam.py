@@ -334,7 +334,10 @@ class GradCAMPlusPlusExplainer:
             self._attach()
         try:
             b_idx, s_idx = (slice_mask & present[:, None]).nonzero(as_tuple=True)
-            if len(b_idx) <= self.slice_chunk:
+            if len(b_idx) and self.target_layer is model.image_encoder.cam_layer:
+                out, targets, score, cams, grid, enc = self._from_features(bound, images, slice_mask, present,
+                                                                           target_class, return_attentions)
+            elif len(b_idx) <= self.slice_chunk:
                 out, targets, score, cams, grid, enc = self._one_pass(bound, images, slice_mask, present,
                                                                       b_idx, target_class, return_attentions)
             else:
@@ -385,6 +388,66 @@ class GradCAMPlusPlusExplainer:
         cams, grid = self._grid_maps(act, grad, enc.grid)
         return out, targets, score, cams, grid, enc
 
+    def _from_features(self, bound, images, slice_mask, present, target_class, return_attentions):
+        """The default target (the CNN output): memory bounded by one chunk's graph; the CNN never builds one.
+
+        Pass 1, chunk by chunk of real slices: the CNN feature map A (kept, no graph), the encoder above it
+        and the per-slice half of the decoder (fusion, token pooling: ``model.slice_embeddings``) give
+        each slice's embedding e_s (D,); only the LAST chunk keeps its graph, from its leaf A. Pass 2: the
+        per-case half (slice pooling, head) on all e_s -> score -> d score / d A of the last chunk and
+        d score / d e_s of the others. Pass 3: for every other chunk, the encoder above the CNN and the
+        slice half again, with a graph, and the vector-Jacobian product of d score / d e_s back to A. By
+        the chain rule this is the gradient of one backward pass through the whole case (tested); a case
+        of at most ``slice_chunk`` slices is one forward and one backward pass.
+        """
+        model, encoder, chunk = self.model, self.model.image_encoder, self.slice_chunk
+        real = slice_mask & present[:, None]
+        b_idx, s_idx = real.nonzero(as_tuple=True)
+        clin = model.clinical_tokens(*_bound_rows(bound, images.shape[0]))    # (B, F, D) or None
+        starts = list(range(0, len(b_idx), chunk))
+        acts, tokens, atts, pooled, maps, leaves = [], [], [], [], [], []
+        grid = (1, 1)
+        self._armed = False
+        for k, start in enumerate(starts):
+            sel = slice(start, start + chunk)
+            last = k == len(starts) - 1
+            with torch.no_grad():
+                act = encoder.cam_layer(encoder.trunk(images[b_idx[sel], s_idx[sel]])[-1])
+            act = act.detach().requires_grad_(last)
+            with torch.set_grad_enabled(last):
+                toks, grid, att = encoder.tokens_from_features(act, return_attentions)
+                emb, mp = model.slice_embeddings(toks, None if clin is None else clin[b_idx[sel]])
+            if not last:
+                emb = emb.detach().requires_grad_(True)       # a leaf: pass 2 gives d score / d e_s
+            acts.append(act)
+            tokens.append(toks.detach())
+            atts.append(None if att is None else [a.detach() for a in att])
+            pooled.append(emb)
+            maps.append({key: None if v is None else v.detach() for key, v in mp.items()})
+            leaves.append(act if last else emb)
+        enc = model.assemble_encoding(images, slice_mask, present, tokens, atts if return_attentions else None,
+                                      grid)
+        mask = enc.slice_mask
+        with torch.enable_grad():
+            emb_all, maps_all = _with_missing_image_slices(model, enc, real, clin, pooled, maps)
+            image_embedding, extra = model.pool_slices(emb_all, maps_all, mask, enc.grid, enc.self_attentions)
+            out = model.finish(image_embedding, extra, clin, enc.image_present)
+            targets = resolve_targets(target_class, out.logits)
+            score = out.logits.gather(1, targets[:, None]).squeeze(1)
+            grads = torch.autograd.grad(score.sum(), leaves)
+        parts = []
+        for k, (act, g) in enumerate(zip(acts, grads)):
+            if k < len(starts) - 1:
+                sel = slice(starts[k], starts[k] + chunk)
+                act = act.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    toks, _, _ = encoder.tokens_from_features(act)
+                    emb, _ = model.slice_embeddings(toks, None if clin is None else clin[b_idx[sel]])
+                    (g,) = torch.autograd.grad(emb, act, grad_outputs=g)
+            cams, grid = self._grid_maps(act, g, enc.grid)
+            parts.append(cams)
+        return out, targets, score, torch.cat(parts), grid, enc
+
     def _chunked(self, bound, images, slice_mask, present, b_idx, s_idx, target_class, return_attentions):
         """Pass 1: encode without a graph; pass 2: d score / d tokens; pass 3: per chunk, VJP to the layer."""
         model, chunk = self.model, self.slice_chunk
@@ -429,6 +492,48 @@ class GradCAMPlusPlusExplainer:
             cams, grid = self._grid_maps(act, grad, tok_grid)
             parts.append(cams)
         return out, targets, score, torch.cat(parts), grid, enc
+
+
+def _bound_rows(bound: ClinicalBoundModel, batch: int) -> tuple[Tensor | None, Tensor | None]:
+    """The bound clinical values and missing mask, (B, F) each, broadcast to the image batch."""
+    values, missing = bound.clin_values, bound.clin_missing
+    if values is None:
+        return None, None
+    if missing is None:
+        missing = torch.isnan(values)
+    if values.shape[0] not in (1, batch) or missing.shape[0] not in (1, batch):
+        raise ValueError(f"batch of images ({batch}) and clinical rows ({values.shape[0]}) differ")
+    return values.expand(batch, -1), missing.expand(batch, -1)
+
+
+def _with_missing_image_slices(model: nn.Module, enc: ImageEncoding, real: Tensor, clin: Tensor | None,
+                               pooled: list[Tensor], maps: list[dict]) -> tuple[Tensor, dict]:
+    """Slice embeddings and maps of every slice in ``enc.slice_mask`` (row-major): the real slices' from
+    ``pooled``/``maps`` (chunk order = row-major order of ``real``) and, for cases without an image, those of
+    the missing-image token (computed here; no gradient is needed through them)."""
+    emb = torch.cat(pooled)
+    merged = {key: (None if maps[0][key] is None else torch.cat([m[key] for m in maps])) for key in maps[0]}
+    extra = enc.slice_mask & ~real
+    if not bool(extra.any()):
+        return emb, merged
+    mb, ms = extra.nonzero(as_tuple=True)
+    with torch.no_grad():
+        m_emb, m_maps = model.slice_embeddings(enc.tokens[mb, ms], None if clin is None else clin[mb])
+    where_real = real[enc.slice_mask]                # (n_mask,) True where the mask entry is a real slice
+    n = int(where_real.numel())
+    out = emb.new_zeros(n, emb.shape[-1]).index_put((where_real.nonzero(as_tuple=True)[0],), emb)
+    out = out.index_put(((~where_real).nonzero(as_tuple=True)[0],), m_emb)
+    result = {}
+    for key, v in merged.items():
+        if v is None:
+            result[key] = None
+            continue
+        full = v.new_zeros(n, *v.shape[1:])
+        full[where_real] = v
+        mv = m_maps[key]
+        full[~where_real] = mv.expand(-1, *v.shape[1:]) if mv.shape[1:] != v.shape[1:] else mv
+        result[key] = full
+    return out, result
 
 
 def gradcam_plus_plus(model: nn.Module, images: Tensor, clin_values: Tensor | None = None,

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmxai_core.explain.coalition_decoder import DIRECT_ELEMENT_BUDGET
+
 OUTPUTS = ("probability", "log_odds")
 
 #: Default chunk size aims at about this many elements per (rows, slices, tokens, dim) tensor (4 MB float32):
@@ -273,9 +275,10 @@ class CoalitionValue:
     def _fast_chunk_rows(self, decoder) -> int:
         if self._requested_rows is not None:
             return self._requested_rows
-        hidden = max(int(self.model.config.embed_dim), decoder.hidden)
-        per_row = decoder.slice_chunk * decoder.n_tokens * hidden
+        per_row = decoder.row_elements
         budget = _FAST_ELEMENT_BUDGET_CUDA if self._device.type == "cuda" else _FAST_ELEMENT_BUDGET
+        if decoder.direct:
+            budget = max(budget, DIRECT_ELEMENT_BUDGET)
         return int(min(_MAX_DEFAULT_ROWS, max(1, budget // per_row)))
 
     def evaluate_known(self, known, *, image: bool = True) -> np.ndarray:

@@ -100,6 +100,11 @@ class TwoStateFusion:
     row's per-field output vectors. The residual and the FFN follow as in ``forward``.
 
     ``__call__(states (R, F) bool) -> fused (R, n, N, D)``.
+
+    :meth:`pooled_mean` is the mean over the N tokens of ``__call__``'s output without forming it, for a
+    fusion without FFN (the presets): the mean of the attended vectors needs only each row's mean attention
+    weight per (head, field), ``(1/N) sum_t e_f(b_f, t) / Z_t``, two (R, N) x (N, F) products per slice
+    and head instead of the (R, n, N, D) fused tokens.
     """
 
     def __init__(self, image_tokens: Tensor, e0: Tensor, de: Tensor, vo0: Tensor, dvo: Tensor, bias: Tensor | None,
@@ -109,6 +114,35 @@ class TwoStateFusion:
         self.vo0, self.dvo = vo0, dvo             # (h*F, D)
         self.bias = bias if bias is not None else vo0.new_zeros(vo0.shape[1])
         self.norm_ffn, self.ffn = norm_ffn, ffn
+        self._by_head: tuple[Tensor, ...] | None = None   # pooled_mean's layout, made on first use
+
+    @property
+    def linear_after_attention(self) -> bool:
+        """True when nothing token-wise follows the attention (no FFN): :meth:`pooled_mean` applies."""
+        return self.ffn is None
+
+    def pooled_mean(self, states: Tensor, slices: slice = slice(None)) -> Tensor:
+        """states (R, F) bool -> mean over tokens of the fused tokens, (R, n', D), of the slices ``slices``.
+
+        Equal to ``self(states, slices).mean(dim=2)`` up to float rounding; needs no FFN. Peak memory:
+        two (n', heads, R, N) float tensors.
+        """
+        if self.ffn is not None:
+            raise ValueError("pooled_mean needs a fusion without feed-forward layer")
+        if self._by_head is None:   # per (slice, head): [e0 | e1 - e0] (N, 2F), de^T, sum_f e0, token means
+            e0_t = self.e0.permute(0, 2, 1, 3)                                # (n, h, N, F)
+            de_t = self.de.permute(0, 2, 1, 3)
+            self._by_head = (torch.cat([e0_t, de_t], dim=-1).contiguous(), de_t.transpose(-1, -2).contiguous(),
+                             e0_t.sum(-1).unsqueeze(-2), self.image_tokens.mean(dim=1))
+        both, de_ft, z0, token_mean = (t[slices] for t in self._by_head)
+        n, heads, f, n_tok = de_ft.shape
+        b = states.to(both.dtype)                                             # (R, F)
+        inv_z = torch.matmul(b, de_ft).add_(z0).reciprocal_()                 # (n, h, R, N)
+        p = torch.matmul(inv_z, both)                                         # (n, h, R, 2F)
+        w = p[..., f:].mul(b).add_(p[..., :f]).div_(n_tok)                    # (n, h, R, F)
+        attended = (torch.einsum("nhrf,hfd->rnd", w, self.vo0.view(heads, f, -1))
+                    + torch.einsum("nhrf,hfd->rnd", w * b, self.dvo.view(heads, f, -1)))
+        return attended.add_(self.bias).add_(token_mean)                     # (R, n, D)
 
     @property
     def n_slices(self) -> int:

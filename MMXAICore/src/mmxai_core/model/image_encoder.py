@@ -92,7 +92,7 @@ class ImageEncoder(nn.Module):
         tokens = self.pos_drop(tokens + sincos_2d(h, w, self.dim, tokens.device, tokens.dtype))
         attentions: list[Tensor] | None = [] if return_attention else None
         for block in self.blocks:
-            tokens, probs = block(tokens)
+            tokens, probs = block(tokens, need_weights=return_attention)
             if attentions is not None:
                 attentions.append(probs)
         return self.norm(tokens), (int(h), int(w)), attentions

@@ -158,6 +158,18 @@ class MultimodalClassifier(nn.Module):
             toks, grid, atts = self.image_encoder(images[b_idx[sel], s_idx[sel]], return_attentions)
             parts.append(toks)
             att_parts.append(atts)
+        return self.assemble_encoding(images, slice_mask, present, parts, att_parts if return_attentions else None,
+                                      grid)
+
+    def assemble_encoding(self, images: Tensor, slice_mask: Tensor, present: Tensor, parts: list[Tensor],
+                          att_parts: list | None, grid: tuple[int, int]) -> ImageEncoding:
+        """Put per-chunk encoder outputs (tokens (n', N, D) of the real slices in row-major (case, slice)
+        order; optional per-block attentions) into an :class:`ImageEncoding`, with the missing-image token
+        for cases without an image. ``images`` (B, S, 1, H, W) gives shape and dtype only."""
+        token = self.missing_image_token
+        b, s = images.shape[:2]
+        b_idx, s_idx = (slice_mask & present[:, None]).nonzero(as_tuple=True)
+        return_attentions = att_parts is not None
         dtype = parts[0].dtype if parts else token.dtype
         n_tok = parts[0].shape[1] if parts else 1
         tokens = images.new_zeros(b, s, n_tok, token.numel(), dtype=dtype)
@@ -188,13 +200,7 @@ class MultimodalClassifier(nn.Module):
         A batch-of-1 encoding is broadcast against B clinical rows (and a batch-of-1 clinical row against
         B encodings). ``image_present`` is only used by variants without images (reported as given).
         """
-        clin = None
-        if self.uses_clinical:
-            if clin_values is None:
-                raise ValueError(f"variant {self.variant!r} needs clin_values (B, F)")
-            if clin_missing is None:
-                clin_missing = torch.isnan(clin_values)
-            clin = self.clinical_encoder(clin_values, clin_missing)  # (B, F, D)
+        clin = self.clinical_tokens(clin_values, clin_missing)
         if encoding is not None and clin is not None:
             batch = max(encoding.batch_size, clin.shape[0])
             if clin.shape[0] not in (1, batch) or encoding.batch_size not in (1, batch):
@@ -202,51 +208,86 @@ class MultimodalClassifier(nn.Module):
                                  f"({clin.shape[0]}) differ")
             encoding = encoding.expand(batch)
             clin = clin.expand(batch, -1, -1)
-        parts: list[Tensor] = []
-        extra: dict = {}
+        image_embedding, extra = None, {}
         if encoding is not None:
             image_embedding, extra = self._image_branch(encoding, clin)
-            parts.append(image_embedding)
+            image_present = encoding.image_present
+        return self.finish(image_embedding, extra, clin, image_present)
+
+    def clinical_tokens(self, clin_values: Tensor | None, clin_missing: Tensor | None = None) -> Tensor | None:
+        """The clinical branch: (B, F) values (+ missing mask; default NaN = missing) -> tokens (B, F, D),
+        or None for variants without clinical input."""
+        if not self.uses_clinical:
+            return None
+        if clin_values is None:
+            raise ValueError(f"variant {self.variant!r} needs clin_values (B, F)")
+        if clin_missing is None:
+            clin_missing = torch.isnan(clin_values)
+        return self.clinical_encoder(clin_values, clin_missing)  # (B, F, D)
+
+    def finish(self, image_embedding: Tensor | None, extra: dict, clin: Tensor | None,
+               image_present: Tensor | None) -> ModelOutput:
+        """Head on the image embedding (B, D) (+ the clinical summary for variants without cross-modal
+        fusion) -> :class:`ModelOutput` with the image extras of :meth:`pool_slices`."""
+        parts: list[Tensor] = [] if image_embedding is None else [image_embedding]
         if clin is not None and self.fusion_kind != "cross_attention":
             parts.append(self.clinical_summary(clin))
         embedding = torch.cat(parts, dim=-1)
         logits = self.head(embedding)
-        if encoding is not None:
-            present = encoding.image_present
-        elif image_present is not None:
+        if image_present is not None:
             present = image_present.to(torch.bool)
         else:
             present = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
         return ModelOutput(logits=logits, probs=torch.softmax(logits.float(), dim=-1), embedding=embedding,
                            image_present=present, **extra)
 
-    def _image_branch(self, enc: ImageEncoding, clin: Tensor | None) -> tuple[Tensor, dict]:
-        """Per real slice: (fusion) + token pooling; then MIL pooling over slices -> (B, D)."""
-        tokens, mask = enc.tokens, enc.slice_mask
-        b, s, n_tok, dim = tokens.shape
-        b_idx, s_idx = mask.nonzero(as_tuple=True)
-        x = tokens[b_idx, s_idx]                                   # (n, N, D)
-        cross = reverse = None
-        image_tokens = x
+    def slice_embeddings(self, image_tokens: Tensor, clin: Tensor | None) -> tuple[Tensor, dict]:
+        """The per-slice half of the image branch: fusion with the clinical tokens, token pooling and
+        (``reverse_fusion``) the clinical summary of the slice. Slices never mix here.
+
+        Args:
+            image_tokens: (n, N, D) tokens of n slices; clin: (n, F, D) the clinical tokens of each slice's
+                case, or None (variants without cross-modal fusion).
+        Returns:
+            pooled (n, D) slice embeddings and per-slice maps ``cross`` (n, heads, N, F) or None,
+            ``token_weights`` (n, N), ``reverse`` (n, heads, F, N) or None.
+        """
+        x, cross, reverse = image_tokens, None, None
         if self.fusion_kind == "cross_attention":
-            x, weights = self.fusion(x, clin[b_idx])               # (n, N, D), (n, heads, N, F)
-            cross = weights.new_zeros(b, s, *weights.shape[1:]).index_put((b_idx, s_idx), weights)
+            x, cross = self.fusion(x, clin)                        # (n, N, D), (n, heads, N, F)
         pooled, tok_w = self.token_pool(x)                         # (n, D), (n, N)
         if self.fusion_kind == "cross_attention" and hasattr(self, "reverse_fusion"):
-            fields, rweights = self.reverse_fusion(clin[b_idx], image_tokens)   # (n, F, D), (n, heads, F, N)
+            fields, reverse = self.reverse_fusion(clin, image_tokens)   # (n, F, D), (n, heads, F, N)
             pooled = pooled + fields.mean(dim=1)
-            reverse = rweights.new_zeros(b, s, *rweights.shape[1:]).index_put((b_idx, s_idx), rweights)
-        slice_emb = pooled.new_zeros(b, s, dim).index_put((b_idx, s_idx), pooled)
+        return pooled, dict(cross=cross, token_weights=tok_w, reverse=reverse)
+
+    def pool_slices(self, pooled: Tensor, maps: dict, mask: Tensor, grid: tuple[int, int],
+                    self_attentions: list[Tensor] | None = None) -> tuple[Tensor, dict]:
+        """The per-case half of the image branch: slice embeddings (n, D) of the slices where ``mask``
+        (B, S) is True (row-major order) and their :meth:`slice_embeddings` maps -> image embedding (B, D)
+        (gated-attention pooling over slices) and the model output's image extras (maps scattered to
+        (B, S, ...))."""
+        b, s = mask.shape
+        b_idx, s_idx = mask.nonzero(as_tuple=True)
+        scatter = lambda t: t.new_zeros(b, s, *t.shape[1:]).index_put((b_idx, s_idx), t)  # noqa: E731
+        slice_emb = scatter(pooled)
         image_embedding, slice_w = self.slice_pool(slice_emb, mask)
-        extra = dict(slice_mask=mask, slice_weights=slice_w, grid=enc.grid, self_attentions=enc.self_attentions,
-                     token_weights=tok_w.new_zeros(b, s, n_tok).index_put((b_idx, s_idx), tok_w),
-                     cross_attention=cross)
-        if reverse is not None:
-            extra["reverse_attention"] = reverse
+        cross = None if maps["cross"] is None else scatter(maps["cross"])
+        extra = dict(slice_mask=mask, slice_weights=slice_w, grid=grid, self_attentions=self_attentions,
+                     token_weights=scatter(maps["token_weights"]), cross_attention=cross)
+        if maps["reverse"] is not None:
+            extra["reverse_attention"] = scatter(maps["reverse"])
         if cross is not None:
             per_slice = cross.mean(dim=(2, 3))                     # (B, S, F)
             extra["clinical_attention"] = (slice_w.unsqueeze(-1) * per_slice).sum(1)
         return image_embedding, extra
+
+    def _image_branch(self, enc: ImageEncoding, clin: Tensor | None) -> tuple[Tensor, dict]:
+        """Per real slice: (fusion) + token pooling; then MIL pooling over slices -> (B, D)."""
+        tokens, mask = enc.tokens, enc.slice_mask
+        b_idx, s_idx = mask.nonzero(as_tuple=True)
+        pooled, maps = self.slice_embeddings(tokens[b_idx, s_idx], None if clin is None else clin[b_idx])
+        return self.pool_slices(pooled, maps, mask, enc.grid, enc.self_attentions)
 
 
 def _batch_size(images: Tensor | None, clin_values: Tensor | None) -> int:
