@@ -31,7 +31,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 
 from common import FIELDS10, VALUES10, bench_model, setup_threads, write_json

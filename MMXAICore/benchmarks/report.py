@@ -29,7 +29,6 @@ def _cmd(d: dict) -> str:
 
 def explain_section(d: dict) -> list[str]:
     r = d["rows"]
-    floor = r["floor"]["median_s"]
     L = ["## 1. Explain latency, 2D case", "",
          f"Command: {_cmd(d)}. One {d['size']} x {d['size']} 2D case, tiny architecture (explicit settings), "
          f"{d['fields']} clinical fields entered, {d['coalitions']} coalitions; one CPU thread; the rows timed side "

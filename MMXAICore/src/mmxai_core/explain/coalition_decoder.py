@@ -18,7 +18,8 @@ tokens, token pooling, slice pooling and the head (with mean token pooling and n
 fused tokens are never formed: :meth:`~mmxai_core.model.fusion.TwoStateFusion.pooled_mean` gives their
 mean from each row's mean attention weights, so a row costs O(F) per token instead of O(F x D)): the same operations in the same order as
 ``model.decode``, equal to it up to float rounding. A self-check against ``model.decode`` on a few rows
-(all entered, all unknown, alternating) guards this; a model it does not fit gets ``None`` from
+(all entered, all unknown, alternating) guards this (on the first ``slice_chunk`` slices of a longer
+volume, so that memory stays bounded by the chunk); a model it does not fit gets ``None`` from
 :func:`two_state_decoder` and the caller keeps ``model.decode``.
 
     dec = two_state_decoder(model, encoding, values (1, F), entered_missing (1, F))   # or None
@@ -124,16 +125,30 @@ def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor,
     states_in = torch.cat([values, values])                                 # (2, F)
     state_tokens = encoder(states_in, torch.cat([all_unknown, entered_missing]))   # (2, F, D)
     image_tokens = encoding.tokens[0][encoding.slice_mask[0]]              # (n, N, D)
-    fusion = model.fusion.two_state(image_tokens, state_tokens)
+    n, chunk = int(image_tokens.shape[0]), int(model.config.slice_chunk)
+    if n > chunk:
+        # A long volume: check the decoder on its first ``slice_chunk`` slices (the same code path; a
+        # full-volume ``model.decode`` would hold every slice's fused tokens at once), then prepare the
+        # whole volume a chunk of slices at a time (the softmax-spread check covers every slice).
+        mask = encoding.slice_mask.clone()
+        mask[0, mask[0].nonzero(as_tuple=True)[0][chunk:]] = False
+        head = ImageEncoding(encoding.tokens, mask, encoding.image_present, encoding.grid, None)
+        if two_state_decoder(model, head, values, entered_missing) is None:
+            return None
+    fusion = model.fusion.two_state(image_tokens, state_tokens, slice_chunk=chunk)
     if fusion is None:
         return None
     reverse = None
     if hasattr(model, "reverse_fusion"):
-        n = image_tokens.shape[0]
-        per_state = [model.reverse_fusion(state_tokens[k].expand(n, -1, -1), image_tokens)[0] for k in (0, 1)]
-        reverse = torch.stack(per_state)                                    # (2, n, F, D)
-    decoder = TwoStateDecoder(model, fusion, int(image_tokens.shape[0]), int(image_tokens.shape[1]),
-                              reverse=reverse)
+        parts = []
+        for start in range(0, n, chunk):
+            part = image_tokens[start:start + chunk]
+            parts.append(torch.stack([model.reverse_fusion(state_tokens[k].expand(part.shape[0], -1, -1), part)[0]
+                                      for k in (0, 1)]))                     # (2, n', F, D)
+        reverse = torch.cat(parts, dim=1)                                   # (2, n, F, D)
+    decoder = TwoStateDecoder(model, fusion, n, int(image_tokens.shape[1]), reverse=reverse)
+    if n > chunk:
+        return decoder
     # self-check on three rows against the model's own decode
     check = torch.zeros(3, f, dtype=torch.bool, device=values.device)
     check[0] = True

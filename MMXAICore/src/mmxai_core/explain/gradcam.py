@@ -51,6 +51,10 @@ GRADCAMPP_EPS = 1e-6
 NORMALISE_MODES = ("model", "case")
 DEFAULT_PERCENTILE = 99.0
 CAM_SCALE_KEY = "explain.cam_scale"
+#: Slices per CNN call in the graph-free feature pass on a CPU: the trunk's activations of a few 256 px
+#: slices stay in cache; measured on one core, 1-2 slices per call ran 29 ms per slice against 37-43 ms
+#: with 16 (eval mode: BatchNorm uses running statistics, so slices are independent). GPUs take the chunk.
+CPU_CNN_BATCH = 2
 
 ReshapeTransform = Callable[[Tensor, tuple[int, int]], Tensor]
 
@@ -412,7 +416,10 @@ class GradCAMPlusPlusExplainer:
             sel = slice(start, start + chunk)
             last = k == len(starts) - 1
             with torch.no_grad():
-                act = encoder.cam_layer(encoder.trunk(images[b_idx[sel], s_idx[sel]])[-1])
+                x = images[b_idx[sel], s_idx[sel]]
+                step = len(x) if x.device.type != "cpu" else CPU_CNN_BATCH
+                act = torch.cat([encoder.cam_layer(encoder.trunk(x[i:i + step])[-1])
+                                 for i in range(0, len(x), step)])
             act = act.detach().requires_grad_(last)
             with torch.set_grad_enabled(last):
                 toks, grid, att = encoder.tokens_from_features(act, return_attentions)

@@ -55,12 +55,14 @@ class CrossModalFusion(nn.Module):
             fused = fused + self.ffn(self.norm_ffn(fused))
         return fused, weights
 
-    def two_state(self, image_tokens: Tensor, state_tokens: Tensor) -> "TwoStateFusion | None":
+    def two_state(self, image_tokens: Tensor, state_tokens: Tensor, slice_chunk: int | None = None
+                  ) -> "TwoStateFusion | None":
         """Prepare the fusion of one case for rows whose fields each take one of two states.
 
         Args:
             image_tokens: (n, N, D) the case's image tokens (n slices).
             state_tokens: (2, F, D) clinical tokens of every field in state 0 and in state 1.
+            slice_chunk: slices prepared at a time (None: all at once).
 
         Returns:
             a :class:`TwoStateFusion` (call it with a (R, F) bool state matrix), or None when the attention
@@ -71,22 +73,28 @@ class CrossModalFusion(nn.Module):
         n, n_tok, dim = image_tokens.shape
         heads, dh = attn.num_heads, attn.head_dim
         f = state_tokens.shape[1]
-        q = attn.q(self.norm_image(image_tokens)).view(n, n_tok, heads, dh)
         ctx = self.norm_clinical(state_tokens)
         k = attn.k(ctx).view(2, f, heads, dh)
         v = attn.v(ctx).view(2, f, heads, dh)
-        scores = torch.einsum("nthd,sfhd->nthsf", q, k) * attn.scale          # (n, N, h, 2, F)
-        top = scores.amax(dim=(-2, -1), keepdim=True)                         # >= any row's max
-        floor = scores.amin(dim=-2).amax(dim=-1)                              # <= any row's max
-        if float((top.squeeze(-1).squeeze(-1) - floor).max()) > MAX_SCORE_SPREAD:
-            return None
-        e = torch.exp(scores - top)                                           # (n, N, h, 2, F)
-        e0, e1 = e[..., 0, :], e[..., 1, :]
+        e0_parts, de_parts = [], []
+        for start in range(0, n, slice_chunk or max(n, 1)):     # slices a chunk at a time: bounded memory
+            part = image_tokens[start:start + (slice_chunk or n)]
+            q = attn.q(self.norm_image(part)).view(part.shape[0], n_tok, heads, dh)
+            scores = torch.einsum("nthd,sfhd->nthsf", q, k) * attn.scale      # (n', N, h, 2, F)
+            top = scores.amax(dim=(-2, -1), keepdim=True)                     # >= any row's max
+            floor = scores.amin(dim=-2).amax(dim=-1)                          # <= any row's max
+            if float((top.squeeze(-1).squeeze(-1) - floor).max()) > MAX_SCORE_SPREAD:
+                return None
+            e = torch.exp(scores - top)                                       # (n', N, h, 2, F)
+            e0_parts.append(e[..., 0, :].contiguous())
+            de_parts.append((e[..., 1, :] - e[..., 0, :]).contiguous())
+        e0 = e0_parts[0] if len(e0_parts) == 1 else torch.cat(e0_parts)
+        de = de_parts[0] if len(de_parts) == 1 else torch.cat(de_parts)
         # per field, state and head: its value vector through the output projection, (2, h, F, D)
         w_out = attn.proj.weight.view(dim, heads, dh)
         vo = torch.einsum("sfhj,ohj->shfo", v, w_out).reshape(2, heads * f, dim)
-        return TwoStateFusion(image_tokens, e0.contiguous(), (e1 - e0).contiguous(), vo[0].contiguous(),
-                              (vo[1] - vo[0]).contiguous(), attn.proj.bias, self.norm_ffn, self.ffn)
+        return TwoStateFusion(image_tokens, e0, de, vo[0].contiguous(), (vo[1] - vo[0]).contiguous(),
+                              attn.proj.bias, self.norm_ffn, self.ffn)
 
 
 class TwoStateFusion:
