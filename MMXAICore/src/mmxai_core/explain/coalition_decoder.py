@@ -68,14 +68,18 @@ class TwoStateDecoder:
         self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
         #: mean token pooling after a fusion without FFN: fused tokens never formed (module docstring)
         self.direct = fusion.linear_after_attention and getattr(model.token_pool, "mode", None) == "mean"
+        if self.direct:
+            fusion.keep_pooled_only()
         self.heads = int(model.fusion.attn.num_heads)
 
     @property
     def row_elements(self) -> int:
-        """Elements one row adds to the largest tensor of a step (for sizing row chunks): one slice's
-        (heads, tokens) on the direct path, a slice chunk's (tokens, width) otherwise."""
-        if self.direct:
-            return self.heads * self.n_tokens
+        """Elements one row adds to the largest tensor of a step (for sizing row chunks): on the direct path
+        one slice's (heads, tokens) or all slices' pooled vectors and slice-pooling units, whichever is
+        larger (so rows x slices stays bounded); a slice chunk's (tokens, width) otherwise."""
+        if self.direct:   # one slice's (heads, tokens), or the (slices, width) of slice pooling if larger
+            width = max(int(self.model.config.embed_dim), int(self.model.config.mil_hidden))
+            return max(self.heads * self.n_tokens, self.n_slices * width)
         return self.slice_chunk * self.n_tokens * max(int(self.model.config.embed_dim), self.hidden)
 
     def __call__(self, states: Tensor) -> Tensor:

@@ -15,13 +15,16 @@ slice (C, h, w) and g = dy/dA,
 * **Volumes**: one forward over the whole volume; y is the CASE score, so the gradient reaching a slice
   has gone through the gated-attention slice pooling (slices that matter little get small maps). The
   maps are raw per slice (never min-max scaled per slice or per image).
-* **Chunks of slices** (bounded memory): when a batch holds more real slices than ``slice_chunk``, pass 1
-  encodes all slices without a graph, pass 2 differentiates the fusion/pooling/head with respect to the
-  image tokens of all slices, and pass 3 pulls that token gradient back to the target layer chunk by chunk
-  (a vector-Jacobian product): from the feature maps pass 1 kept when the target is the CNN output
-  (the default; only the encoder above it is re-run with a graph), else by re-encoding the chunk. By the chain rule this is the
-  same gradient as one backward pass through the whole volume: chunked equals unchunked (tested to
-  1e-5). With all slices in one chunk a single forward + backward is used.
+* **Chunks of slices** (bounded memory). Default target (the CNN output): the CNN runs without a graph
+  (its feature maps are kept); chunk by chunk, the encoder above it and the per-slice half of the decoder
+  (fusion, token pooling) give every slice's embedding, with a graph for the last chunk only; slice
+  pooling and head give the case score and its gradient per slice embedding; every other chunk re-runs
+  the encoder above the CNN with a graph for its vector-Jacobian product (``_from_features``). The graph
+  held at any time is one chunk's; what grows with the volume is the kept feature maps, tokens and
+  per-slice attention maps. Other target layers: pass 1 encodes without a graph, pass 2 differentiates
+  the decoder with respect to all image tokens, pass 3 re-encodes each chunk (``_chunked``; one pass when
+  all slices fit in a chunk). By the chain rule both are the gradient of one backward pass through the
+  whole volume: chunked equals unchunked and pytorch-grad-cam's own backward (tested to 1e-5).
 * **Normalisation** with a scale fixed per model (:func:`calibrate_cam_scale`: the 99th percentile of raw
   map values over validation cases, stored in checkpoint metadata under ``explain.cam_scale``), so a
   case with little evidence shows little heat; ``"case"`` divides by the maximum over the whole case
@@ -434,16 +437,20 @@ class GradCAMPlusPlusExplainer:
             leaves.append(act if last else emb)
         enc = model.assemble_encoding(images, slice_mask, present, tokens, atts if return_attentions else None,
                                       grid)
+        del tokens, atts
         mask = enc.slice_mask
         with torch.enable_grad():
             emb_all, maps_all = _with_missing_image_slices(model, enc, real, clin, pooled, maps)
+            maps.clear()                                        # merged: keep one copy of the maps
+            del mp
             image_embedding, extra = model.pool_slices(emb_all, maps_all, mask, enc.grid, enc.self_attentions)
             out = model.finish(image_embedding, extra, clin, enc.image_present)
             targets = resolve_targets(target_class, out.logits)
             score = out.logits.gather(1, targets[:, None]).squeeze(1)
             grads = torch.autograd.grad(score.sum(), leaves)
         parts = []
-        for k, (act, g) in enumerate(zip(acts, grads)):
+        for k, g in enumerate(grads):
+            act, acts[k] = acts[k], None                       # release each feature map once used
             if k < len(starts) - 1:
                 sel = slice(starts[k], starts[k] + chunk)
                 act = act.detach().requires_grad_(True)
@@ -456,20 +463,15 @@ class GradCAMPlusPlusExplainer:
         return out, targets, score, torch.cat(parts), grid, enc
 
     def _chunked(self, bound, images, slice_mask, present, b_idx, s_idx, target_class, return_attentions):
-        """Pass 1: encode without a graph; pass 2: d score / d tokens; pass 3: per chunk, VJP to the layer."""
+        """A target layer other than the default, in chunks. Pass 1: encode without a graph; pass 2: d score /
+        d tokens; pass 3: per chunk, re-encode with a graph and pull the token gradient back to the layer
+        (vector-Jacobian product)."""
         model, chunk = self.model, self.slice_chunk
-        # With the default target (the CNN output, ``cam_layer``) pass 1 keeps each chunk's feature map, and
-        # pass 3 differentiates only the encoder above it (``tokens_from_features``): the CNN runs once per
-        # slice. Other target layers re-run the whole encoder per chunk.
-        keep = self.target_layer is model.image_encoder.cam_layer
         self._captured.clear()
-        self._armed = keep
+        self._armed = False
         with torch.no_grad():
             enc = model.encode_image(images, slice_mask, present, return_attentions=return_attentions,
                                      slice_chunk=chunk)
-        self._armed = False
-        features = [t for t, _ in self._captured] if keep else None
-        self._captured.clear()
         tokens = enc.tokens.detach().requires_grad_(True)
         with torch.enable_grad():
             out = bound.decode(ImageEncoding(tokens, enc.slice_mask, enc.image_present, enc.grid,
@@ -480,14 +482,6 @@ class GradCAMPlusPlusExplainer:
         parts, grid = [], enc.grid
         for start in range(0, len(b_idx), chunk):
             sel = slice(start, start + chunk)
-            if features is not None:
-                act = features[start // chunk].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    toks, tok_grid, _ = model.image_encoder.tokens_from_features(act)
-                    (grad,) = torch.autograd.grad(toks, act, grad_outputs=token_grad[b_idx[sel], s_idx[sel]])
-                cams, grid = self._grid_maps(act, grad, tok_grid)
-                parts.append(cams)
-                continue
             x = images[b_idx[sel], s_idx[sel]].detach().requires_grad_(True)
             self._captured.clear()
             self._armed = True

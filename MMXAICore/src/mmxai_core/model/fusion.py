@@ -152,12 +152,20 @@ class TwoStateFusion:
                     + torch.einsum("nhrf,hfd->rnd", w * b, self.dvo.view(heads, f, -1)))
         return attended.add_(self.bias).add_(token_mean)                     # (R, n, D)
 
+    def keep_pooled_only(self) -> None:
+        """Prepare :meth:`pooled_mean` and free the token-wise terms (then ``__call__`` is unavailable):
+        halves what a volume's precomputation holds."""
+        self.pooled_mean(torch.zeros(1, self.e0.shape[-1], dtype=torch.bool, device=self.e0.device), slice(0, 1))
+        self.e0 = self.de = None
+
     @property
     def n_slices(self) -> int:
-        return int(self.e0.shape[0])
+        return int(self._by_head[0].shape[0] if self.e0 is None else self.e0.shape[0])
 
     def __call__(self, states: Tensor, slices: slice = slice(None)) -> Tensor:
         """states (R, F) bool -> fused tokens (R, n', N, D) of the slices ``slices`` (default all n)."""
+        if self.e0 is None:
+            raise RuntimeError("this two-state fusion keeps only the pooled path (keep_pooled_only)")
         e0, de, image_tokens = self.e0[slices], self.de[slices], self.image_tokens[slices]
         n, n_tok, heads, f = e0.shape
         r = int(states.shape[0])

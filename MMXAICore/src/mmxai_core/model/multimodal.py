@@ -173,8 +173,11 @@ class MultimodalClassifier(nn.Module):
         dtype = parts[0].dtype if parts else token.dtype
         n_tok = parts[0].shape[1] if parts else 1
         tokens = images.new_zeros(b, s, n_tok, token.numel(), dtype=dtype)
-        if parts:
-            tokens = tokens.index_put((b_idx, s_idx), torch.cat(parts))
+        start = 0
+        for part in parts:                   # chunk by chunk: no concatenated copy of all slices' tokens
+            sel = slice(start, start + part.shape[0])
+            tokens = tokens.index_put((b_idx[sel], s_idx[sel]), part)
+            start += part.shape[0]
         miss = (~present).nonzero(as_tuple=True)[0]
         mask = slice_mask & present[:, None]
         if len(miss):
