@@ -10,6 +10,7 @@ the machine. ``--quick`` runs tiny settings (a check that the suite works, figur
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -57,8 +58,12 @@ def main(argv=None) -> int:
         durations[name] = time.perf_counter() - t0
         print(f"   {durations[name]:.0f} s", flush=True)
     total = time.perf_counter() - t_all
-    (out / "suite.json").write_text(__import__("json").dumps({"durations_s": durations, "total_s": total,
-                                                               "quick": args.quick}, indent=2))
+    if only and (out / "suite.json").exists():   # a partial rerun: keep the other benchmarks' durations
+        previous = json.loads((out / "suite.json").read_text())
+        durations = {**previous.get("durations_s", {}), **durations}
+        total = sum(durations.values())
+    (out / "suite.json").write_text(json.dumps({"durations_s": durations, "total_s": total, "quick": args.quick,
+                                                "rerun": sorted(only) if only else []}, indent=2))
     from report import write_report
 
     write_report(out, Path(args.md))
