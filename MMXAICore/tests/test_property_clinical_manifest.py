@@ -181,3 +181,18 @@ def test_manifest_validator_never_fails_with_a_raw_exception(folder, columns, ro
     assert set(m.table["image"]) <= {str(folder / "img" / "a.nrrd"), str(folder / "img" / "b.nrrd")}
     assume(len(m) > 0)
     assert len(m.labels) == len(m)
+
+
+def test_manifest_problem_with_a_line_break_in_a_cell_stays_one_line(folder):
+    """Found by the property test above: an image path with a line break was echoed into the message."""
+    from mmxai_core.data.manifest import load_manifest
+
+    path = folder / "manifest.csv"
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["patient_id", "image", "label"], ["P1", "scan\n1.nii", "benign"]])
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, MANIFEST_SCHEMA, min_cases_per_class=0)
+    messages = [m for _, _, m in info.value.problems]
+    assert any("scan\\n1.nii" in m for m in messages), messages
+    assert all("\n" not in m for m in messages)

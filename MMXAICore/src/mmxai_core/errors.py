@@ -36,12 +36,20 @@ class SchemaError(MMXAIError):
     """A clinical schema file or a clinical value does not fit the schema."""
 
 
+def _one_line(message: str) -> str:
+    """``message`` with control characters (line breaks, tabs, ...) written as escapes (``\\n``)."""
+    text = str(message)
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class ManifestError(MMXAIError):
     """A manifest CSV has one or more problems; ``problems`` lists each (row, column, message)."""
 
     def __init__(self, path: str | os.PathLike, problems: list[tuple[int | None, str | None, str]]):
         self.path = str(path)
-        self.problems = list(problems)
+        # a cell's text can hold line breaks or other control characters: shown escaped, so every problem
+        # stays one line and a one-line print still names the culprit
+        self.problems = [(r, c, _one_line(m)) for r, c, m in problems]
         lines = [format_problem(r, c, m) for r, c, m in self.problems]
         head = f"{self.path}: {len(self.problems)} problem(s)"
         # First line is the summary with the first problem, so a one-line print still names the culprit.
