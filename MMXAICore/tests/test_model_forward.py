@@ -302,3 +302,36 @@ def test_fused_attention_kernel_equals_the_written_out_attention():
         a = model.encode_image(images).tokens
         b = model.encode_image(images, return_attentions=True).tokens
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_neutral_unknown_starts_as_an_average_entered_value_and_stays_field_wise():
+    """neutral_unknown: the unknown token of a numeric field is the token of the middle of its scaled range
+    (0.5) plus a learned offset (zero at the start); of a categorical field, the mean of its category
+    embeddings plus the offset. The offset learns; a field's token still depends on that field alone."""
+    from mmxai_core.model.clinical_encoder import ClinicalTokenizer
+    from mmxai_core.model.config import ClinicalField
+
+    fields = [ClinicalField("age", "numeric"), ClinicalField("grade", "categorical", 3),
+              ClinicalField("er", "categorical", 2)]
+    torch.manual_seed(0)
+    enc = ClinicalTokenizer(fields, 16, neutral_unknown=True)
+    with torch.no_grad():
+        enc.cat_embed.normal_()                      # distinct category rows, so the mean is not any row
+    unknown = enc.unknown_tokens()
+    torch.testing.assert_close(unknown[0], 0.5 * enc.num_weight[0] + enc.num_bias[0])
+    torch.testing.assert_close(unknown[1], enc.cat_embed[0:3].mean(0))
+    torch.testing.assert_close(unknown[2], enc.cat_embed[3:5].mean(0))
+    # gradient reaches the offset and, through the neutral token, the value parameters
+    out = enc(torch.tensor([[0.2, 1.0, 0.0]]), torch.tensor([[True, True, False]]))
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()  # not LN-flat
+    assert enc.unknown.grad[:2].abs().sum() > 0 and enc.unknown.grad[2].abs().sum() == 0
+    assert enc.num_weight.grad.abs().sum() > 0
+    # field-wise: mixing states per field = gathering the tokens of whole rows in those states
+    values = torch.tensor([[0.7, 2.0, 1.0]])
+    with torch.no_grad():
+        both = enc(torch.cat([values, values]), torch.tensor([[False] * 3, [True] * 3]))
+        mixed = enc(values, torch.tensor([[True, False, True]]))[0]
+    torch.testing.assert_close(mixed, torch.stack([both[1, 0], both[0, 1], both[1, 2]]), rtol=1e-5, atol=1e-6)
+    # the default keeps the free "unknown" vector of older checkpoints
+    assert ClinicalTokenizer(fields, 16).neutral_unknown is False
+    assert model_config("tiny").neutral_unknown is not None

@@ -5,6 +5,12 @@
 * numeric field f: ``value * w_f + b_f`` (learned vectors per field);
 * categorical field f (ordinal and boolean included): row ``code`` of the field's own embedding table;
 * where ``missing`` is True the value token is replaced by the field's learned "unknown" embedding;
+  with ``neutral_unknown`` that embedding is a learned offset from the field's *neutral* token (numeric:
+  the token of the middle of the scaled range, 0.5; categorical: the mean of its category embeddings), so
+  an unknown field starts as, and stays unless training moves it, an average entered value of that field
+  (why: with a free "unknown" vector, fields the model ignores still moved the prediction between
+  "entered" and "unknown", and the Shapley values, removal = unknown, reported that offset; README,
+  "Known limitations");
 * plus a learned identity embedding per field; then a token-wise MLP with a residual and a LayerNorm.
 
 Fields are never mixed here, so token f speaks only of field f: cross-modal attention over these tokens
@@ -36,9 +42,11 @@ class ClinicalTokenizer(nn.Module):
 
     field_wise = True
 
-    def __init__(self, fields: Sequence[ClinicalField], dim: int, mlp_ratio: float = 2.0, drop: float = 0.0):
+    def __init__(self, fields: Sequence[ClinicalField], dim: int, mlp_ratio: float = 2.0, drop: float = 0.0,
+                 neutral_unknown: bool = False):
         super().__init__()
         self.fields = tuple(fields)
+        self.neutral_unknown = bool(neutral_unknown)
         f_count = len(self.fields)
         num = [i for i, f in enumerate(self.fields) if f.kind == "numeric"]
         cat = [i for i, f in enumerate(self.fields) if f.kind == "categorical"]
@@ -55,6 +63,12 @@ class ClinicalTokenizer(nn.Module):
         self.field_embed = nn.Parameter(torch.empty(f_count, dim))
         for p in (self.num_weight, self.num_bias, self.cat_embed, self.unknown, self.field_embed):
             nn.init.trunc_normal_(p, std=0.02)
+        if self.neutral_unknown:
+            nn.init.zeros_(self.unknown)          # an offset from the neutral token: none at the start
+            # category rows of each categorical field, for the mean of its embeddings
+            owner = torch.repeat_interleave(torch.arange(len(cat)), torch.tensor(cards, dtype=torch.long)) \
+                if cat else torch.zeros(0, dtype=torch.long)
+            self.register_buffer("cat_owner", owner, persistent=False)
         self.norm_in = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, max(1, int(round(dim * mlp_ratio))), drop)
         self.norm_out = nn.LayerNorm(dim)
@@ -90,10 +104,25 @@ class ClinicalTokenizer(nn.Module):
             rows = values[:, self.cat_index].long() + self.cat_offset
             tokens = tokens.index_copy(1, self.cat_index, self.cat_embed[rows])
         if bool(missing.any()):  # only then does "unknown" take part (and receive gradient)
-            tokens = torch.where(missing[..., None], self.unknown.expand(b, f, self.dim), tokens)
+            unknown = self.unknown_tokens()
+            tokens = torch.where(missing[..., None], unknown.expand(b, f, self.dim), tokens)
         tokens = tokens + self.field_embed
         tokens = tokens + self.mlp(self.norm_in(tokens))
         return self.norm_out(tokens)
+
+
+    def unknown_tokens(self) -> Tensor:
+        """(F, D) the value token of every field when unknown (before the field embedding and the MLP)."""
+        if not self.neutral_unknown:
+            return self.unknown
+        neutral = self.unknown.new_zeros(len(self.fields), self.dim)
+        if len(self.num_index):
+            neutral = neutral.index_copy(0, self.num_index, 0.5 * self.num_weight + self.num_bias)
+        if len(self.cat_index):
+            sums = self.cat_embed.new_zeros(len(self.cat_index), self.dim).index_add(0, self.cat_owner,
+                                                                                   self.cat_embed)
+            neutral = neutral.index_copy(0, self.cat_index, sums / self.cat_card[:, None].to(sums.dtype))
+        return neutral + self.unknown
 
 
 class ClinicalSummary(nn.Module):

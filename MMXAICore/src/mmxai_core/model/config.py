@@ -83,6 +83,9 @@ class ModelConfig:
     Pooling: ``token_pool`` ``mean`` or ``attention`` over the tokens of a slice; gated attention (MIL) over
     slices with ``mil_hidden`` hidden units. ``slice_chunk`` slices go through the image encoder at once.
 
+    ``neutral_unknown``: a field's "unknown" embedding is a learned offset from the field's neutral token
+    (:mod:`.clinical_encoder`) instead of a free vector.
+
     Missing data trained on purpose: ``clinical_mask_rate`` (per-field probability of masking a known
     clinical value during training) and ``image_dropout_rate`` (per-case probability of dropping the image).
     """
@@ -104,6 +107,7 @@ class ModelConfig:
     final_norm: bool = True
     head_norm: bool = True
     fusion_ffn: bool = True
+    neutral_unknown: bool = False
     mil_hidden: int = 64
     slice_chunk: int = 16
     clinical_mask_rate: float = 0.15
@@ -132,7 +136,7 @@ class ModelConfig:
             if self.embed_dim % getattr(self, heads_name):
                 raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {heads_name} "
                                  f"{getattr(self, heads_name)}")
-        for name in ("reverse_fusion", "final_norm", "head_norm", "fusion_ffn"):
+        for name in ("reverse_fusion", "final_norm", "head_norm", "fusion_ffn", "neutral_unknown"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config '{name}' must be true or false, got {getattr(self, name)!r}")
         if self.token_pool not in TOKEN_POOLS:

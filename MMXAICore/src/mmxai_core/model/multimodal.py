@@ -72,7 +72,8 @@ class MultimodalClassifier(nn.Module):
             self.token_pool = TokenPool(dim, config.token_pool)
             self.slice_pool = GatedAttentionPool(dim, config.mil_hidden)
         if self.uses_clinical:
-            self.clinical_encoder = ClinicalTokenizer(config.clinical_fields, dim, config.mlp_ratio, drop)
+            self.clinical_encoder = ClinicalTokenizer(config.clinical_fields, dim, config.mlp_ratio, drop,
+                                                      neutral_unknown=config.neutral_unknown)
         if self.fusion_kind == "cross_attention":
             self.fusion = CrossModalFusion(dim, config.fusion_heads, config.mlp_ratio, drop, ffn=config.fusion_ffn)
             if config.reverse_fusion:

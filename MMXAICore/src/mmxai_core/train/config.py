@@ -90,6 +90,7 @@ class ModelSection:
     final_norm: bool | None = None
     head_norm: bool | None = None
     fusion_ffn: bool | None = None
+    neutral_unknown: bool | None = None
     mil_hidden: int | None = None
     slice_chunk: int | None = None
     clinical_mask_rate: float | None = None
