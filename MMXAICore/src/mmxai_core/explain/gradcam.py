@@ -444,6 +444,7 @@ class GradCAMPlusPlusExplainer:
             maps.clear()                                        # merged: keep one copy of the maps
             del mp
             image_embedding, extra = model.pool_slices(emb_all, maps_all, mask, enc.grid, enc.self_attentions)
+            del maps_all                                        # scattered into the output: one copy
             out = model.finish(image_embedding, extra, clin, enc.image_present)
             targets = resolve_targets(target_class, out.logits)
             score = out.logits.gather(1, targets[:, None]).squeeze(1)

@@ -140,10 +140,12 @@ class TwoStateFusion:
         if self._by_head is None:   # per (slice, head): [e0 | e1 - e0] (N, 2F), de^T, sum_f e0, token means
             e0_t = self.e0.permute(0, 2, 1, 3)                                # (n, h, N, F)
             de_t = self.de.permute(0, 2, 1, 3)
-            self._by_head = (torch.cat([e0_t, de_t], dim=-1).contiguous(), de_t.transpose(-1, -2).contiguous(),
-                             e0_t.sum(-1).unsqueeze(-2), self.image_tokens.mean(dim=1))
-        both, de_ft, z0, token_mean = (t[slices] for t in self._by_head)
-        n, heads, f, n_tok = de_ft.shape
+            self._by_head = (torch.cat([e0_t, de_t], dim=-1).contiguous(), e0_t.sum(-1).unsqueeze(-2),
+                             self.image_tokens.mean(dim=1))
+        both, z0, token_mean = (t[slices] for t in self._by_head)
+        n, heads, n_tok, f2 = both.shape
+        f = f2 // 2
+        de_ft = both[..., f:].transpose(-1, -2)                              # (n, h, F, N), a view
         b = states.to(both.dtype)                                             # (R, F)
         inv_z = torch.matmul(b, de_ft).add_(z0).reciprocal_()                 # (n, h, R, N)
         p = torch.matmul(inv_z, both)                                         # (n, h, R, 2F)
