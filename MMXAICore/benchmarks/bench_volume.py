@@ -15,9 +15,9 @@ warm-up explanation of a 1-slice case:
 as the median of ``--repeats`` runs (``--repeats-large`` for S >= ``--large-from``). The 1-slice case is
 explained right before the S-slice case in every round, so the per-slice ratio is measured side by side.
 
-Memory: the process's peak resident set size (``ru_maxrss``) after the runs minus its resident set size
-just before the first explanation (model built, volume in memory): the extra memory the explanation
-needed at its peak, in MiB. Research use only - not for diagnosis.
+Memory: in a second fresh process per size, which explains the volume once (after the 1-slice warm-up), the
+peak resident set size (``ru_maxrss``) minus the resident set size just before that explanation (model
+built, volume in memory): the extra memory one explanation needed at its peak, in MiB. Research use only - not for diagnosis.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def child(slices: int, size: int, repeats: int) -> dict:
         return t1 - t0, time.perf_counter() - t1
 
     explain(one)  # warm-up
+    if repeats == 0:                # memory child: ONE explanation of the volume in this fresh process
+        base = _rss_mib()
+        explain(volume)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"rss_before_mib": base, "peak_rss_mib": peak, "peak_extra_mib": peak - base}
     base = _rss_mib()
     runs, singles = [], []
     for _ in range(repeats):        # side by side: the single slice right before the volume, every round
@@ -102,11 +107,17 @@ def main(argv=None) -> None:
                "--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
+        # peak memory of one explanation, in its own fresh process (repeated runs in one process add the
+        # allocator's fragmentation to ru_maxrss)
+        mem = subprocess.run(cmd[:cmd.index("--repeats") + 1] + ["0"] + cmd[cmd.index("--repeats") + 2:],
+                             capture_output=True, text=True, check=True)
+        row.update(json.loads(mem.stdout.strip().splitlines()[-1]))
         rows.append(row)
         print(f"{s:4d} slices: explain {row['explain_s']:.2f} s ({row['per_slice_s'] * 1000:.0f} ms/slice; "
               f"Grad-CAM++ {row['gradcam_s']:.2f} s, Shapley {row['shapley_s']:.2f} s), peak +{row['peak_extra_mib']:.0f} MiB")
     res = {"size": args.size, "slice_chunk": 16, "fields": 10, "rows": rows,
-           "memory_method": "peak RSS (ru_maxrss) minus RSS before the first explanation, fresh process per size",
+           "memory_method": "peak RSS (ru_maxrss) minus RSS before the explanation, one explanation in a fresh "
+                            "process per size",
            "ratio_method": "in every round the 1-slice case is explained right before the S-slice case in the "
                            "same process; ratio = median over rounds of (S-slice time / S) / 1-slice time"}
     write_json(args.json, res)

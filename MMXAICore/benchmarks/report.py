@@ -110,7 +110,7 @@ def volume_section(d: dict) -> list[str]:
           "(`TwoStateFusion.pooled_mean`).",
           "* What grows with the volume: the autograd graph is one chunk's; the kept CNN feature maps (0.5 MiB per "
           "256 x 256 slice of this model), tokens (0.25 MiB), per-slice attention maps (0.3 MiB) and the Shapley "
-          "precomputation (about 0.6 MiB) are per slice. "
+          "precomputation (about 0.35 MiB) are per slice. "
           + (f"Measured growth from {_chunk_row(d)['slices']} to {big['slices']} slices: "
              f"{_growth(d):.1f} MiB per slice (the input slice itself: "
              f"{big['volume_mib'] / big['slices']:.2f} MiB)." if _chunk_row(d) else "")]
