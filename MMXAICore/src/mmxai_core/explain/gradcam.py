@@ -426,7 +426,7 @@ class GradCAMPlusPlusExplainer:
             act = act.detach().requires_grad_(last)
             with torch.set_grad_enabled(last):
                 toks, grid, att = encoder.tokens_from_features(act, return_attentions)
-                emb, mp = model.slice_embeddings(toks, None if clin is None else clin[b_idx[sel]])
+                emb, mp = model.slice_embeddings(toks, clin, b_idx[sel])
             if not last:
                 emb = emb.detach().requires_grad_(True)       # a leaf: pass 2 gives d score / d e_s
             acts.append(act)
@@ -457,7 +457,7 @@ class GradCAMPlusPlusExplainer:
                 act = act.detach().requires_grad_(True)
                 with torch.enable_grad():
                     toks, _, _ = encoder.tokens_from_features(act)
-                    emb, _ = model.slice_embeddings(toks, None if clin is None else clin[b_idx[sel]])
+                    emb, _ = model.slice_embeddings(toks, clin, b_idx[sel])
                     (g,) = torch.autograd.grad(emb, act, grad_outputs=g)
             cams, grid = self._grid_maps(act, g, enc.grid)
             parts.append(cams)
@@ -520,7 +520,7 @@ def _with_missing_image_slices(model: nn.Module, enc: ImageEncoding, real: Tenso
         return emb, merged
     mb, ms = extra.nonzero(as_tuple=True)
     with torch.no_grad():
-        m_emb, m_maps = model.slice_embeddings(enc.tokens[mb, ms], None if clin is None else clin[mb])
+        m_emb, m_maps = model.slice_embeddings(enc.tokens[mb, ms], clin, mb)
     where_real = real[enc.slice_mask]                # (n_mask,) True where the mask entry is a real slice
     n = int(where_real.numel())
     out = emb.new_zeros(n, emb.shape[-1]).index_put((where_real.nonzero(as_tuple=True)[0],), emb)

@@ -245,23 +245,26 @@ class MultimodalClassifier(nn.Module):
         return ModelOutput(logits=logits, probs=torch.softmax(logits.float(), dim=-1), embedding=embedding,
                            image_present=present, **extra)
 
-    def slice_embeddings(self, image_tokens: Tensor, clin: Tensor | None) -> tuple[Tensor, dict]:
+    def slice_embeddings(self, image_tokens: Tensor, clin: Tensor | None, case_index: Tensor) -> tuple[Tensor, dict]:
         """The per-slice half of the image branch: fusion with the clinical tokens, token pooling and
         (``reverse_fusion``) the clinical summary of the slice. Slices never mix here.
 
         Args:
-            image_tokens: (n, N, D) tokens of n slices; clin: (n, F, D) the clinical tokens of each slice's
-                case, or None (variants without cross-modal fusion).
+            image_tokens: (n, N, D) tokens of n slices; clin: (B, F, D) the clinical tokens of the cases, or
+                None (variants without cross-modal fusion); case_index: (n,) the case of every slice.
+                (Each branch gathers ``clin[case_index]`` itself: the same autograd graph, hence the same
+                float sums in training, as the model had before this split; a seeded run reproduces the
+                shipped demo model bit for bit.)
         Returns:
             pooled (n, D) slice embeddings and per-slice maps ``cross`` (n, heads, N, F) or None,
             ``token_weights`` (n, N), ``reverse`` (n, heads, F, N) or None.
         """
         x, cross, reverse = image_tokens, None, None
         if self.fusion_kind == "cross_attention":
-            x, cross = self.fusion(x, clin)                        # (n, N, D), (n, heads, N, F)
+            x, cross = self.fusion(x, clin[case_index])            # (n, N, D), (n, heads, N, F)
         pooled, tok_w = self.token_pool(x)                         # (n, D), (n, N)
         if self.fusion_kind == "cross_attention" and hasattr(self, "reverse_fusion"):
-            fields, reverse = self.reverse_fusion(clin, image_tokens)   # (n, F, D), (n, heads, F, N)
+            fields, reverse = self.reverse_fusion(clin[case_index], image_tokens)   # (n, F, D), (n, heads, F, N)
             pooled = pooled + fields.mean(dim=1)
         return pooled, dict(cross=cross, token_weights=tok_w, reverse=reverse)
 
@@ -290,7 +293,7 @@ class MultimodalClassifier(nn.Module):
         """Per real slice: (fusion) + token pooling; then MIL pooling over slices -> (B, D)."""
         tokens, mask = enc.tokens, enc.slice_mask
         b_idx, s_idx = mask.nonzero(as_tuple=True)
-        pooled, maps = self.slice_embeddings(tokens[b_idx, s_idx], None if clin is None else clin[b_idx])
+        pooled, maps = self.slice_embeddings(tokens[b_idx, s_idx], clin, b_idx)
         return self.pool_slices(pooled, maps, mask, enc.grid, enc.self_attentions)
 
 
