@@ -102,6 +102,17 @@ class ClinicalBoundModel(nn.Module):
         return self.model(images, self.slice_mask, self.image_present, self.clin_values, self.clin_missing,
                           slice_chunk=self.slice_chunk).logits
 
+    def rows(self, batch: int) -> tuple[Tensor | None, Tensor | None]:
+        """The bound clinical values and missing mask, (B, F) each, broadcast to an image batch of B."""
+        values, missing = self.clin_values, self.clin_missing
+        if values is None:
+            return None, None
+        if missing is None:
+            missing = torch.isnan(values)
+        if values.shape[0] not in (1, batch) or missing.shape[0] not in (1, batch):
+            raise ValueError(f"batch of images ({batch}) and clinical rows ({values.shape[0]}) differ")
+        return values.expand(batch, -1), missing.expand(batch, -1)
+
     def decode(self, encoding: ImageEncoding) -> ModelOutput:
         """Clinical branch, fusion, pooling and head on an image encoding, with the bound clinical rows."""
         return self.model.decode(encoding, self.clin_values, self.clin_missing)
@@ -410,7 +421,7 @@ class GradCAMPlusPlusExplainer:
         model, encoder, chunk = self.model, self.model.image_encoder, self.slice_chunk
         real = slice_mask & present[:, None]
         b_idx, s_idx = real.nonzero(as_tuple=True)
-        clin = model.clinical_tokens(*_bound_rows(bound, images.shape[0]))    # (B, F, D) or None
+        clin = model.clinical_tokens(*bound.rows(images.shape[0]))    # (B, F, D) or None
         starts = list(range(0, len(b_idx), chunk))
         acts, tokens, atts, pooled, maps, leaves = [], [], [], [], [], []
         grid = (1, 1)
@@ -496,18 +507,6 @@ class GradCAMPlusPlusExplainer:
         return out, targets, score, torch.cat(parts), grid, enc
 
 
-def _bound_rows(bound: ClinicalBoundModel, batch: int) -> tuple[Tensor | None, Tensor | None]:
-    """The bound clinical values and missing mask, (B, F) each, broadcast to the image batch."""
-    values, missing = bound.clin_values, bound.clin_missing
-    if values is None:
-        return None, None
-    if missing is None:
-        missing = torch.isnan(values)
-    if values.shape[0] not in (1, batch) or missing.shape[0] not in (1, batch):
-        raise ValueError(f"batch of images ({batch}) and clinical rows ({values.shape[0]}) differ")
-    return values.expand(batch, -1), missing.expand(batch, -1)
-
-
 def _with_missing_image_slices(model: nn.Module, enc: ImageEncoding, real: Tensor, clin: Tensor | None,
                                pooled: list[Tensor], maps: list[dict]) -> tuple[Tensor, dict]:
     """Slice embeddings and maps of every slice in ``enc.slice_mask`` (row-major): the real slices' from
@@ -522,20 +521,15 @@ def _with_missing_image_slices(model: nn.Module, enc: ImageEncoding, real: Tenso
     with torch.no_grad():
         m_emb, m_maps = model.slice_embeddings(enc.tokens[mb, ms], clin, mb)
     where_real = real[enc.slice_mask]                # (n_mask,) True where the mask entry is a real slice
-    n = int(where_real.numel())
-    out = emb.new_zeros(n, emb.shape[-1]).index_put((where_real.nonzero(as_tuple=True)[0],), emb)
-    out = out.index_put(((~where_real).nonzero(as_tuple=True)[0],), m_emb)
-    result = {}
-    for key, v in merged.items():
-        if v is None:
-            result[key] = None
-            continue
-        full = v.new_zeros(n, *v.shape[1:])
-        full[where_real] = v
-        mv = m_maps[key]
-        full[~where_real] = mv.expand(-1, *v.shape[1:]) if mv.shape[1:] != v.shape[1:] else mv
-        result[key] = full
-    return out, result
+
+    def interleave(real_part: Tensor, missing_part: Tensor) -> Tensor:
+        full = real_part.new_zeros(len(where_real), *real_part.shape[1:])
+        full[where_real] = real_part
+        full[~where_real] = missing_part
+        return full
+
+    return interleave(emb, m_emb), {key: None if v is None else interleave(v, m_maps[key])
+                                    for key, v in merged.items()}
 
 
 def gradcam_plus_plus(model: nn.Module, images: Tensor, clin_values: Tensor | None = None,

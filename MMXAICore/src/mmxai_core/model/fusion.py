@@ -137,11 +137,7 @@ class TwoStateFusion:
         """
         if self.ffn is not None:
             raise ValueError("pooled_mean needs a fusion without feed-forward layer")
-        if self._by_head is None:   # per (slice, head): [e0 | e1 - e0] (N, 2F), de^T, sum_f e0, token means
-            e0_t = self.e0.permute(0, 2, 1, 3)                                # (n, h, N, F)
-            de_t = self.de.permute(0, 2, 1, 3)
-            self._by_head = (torch.cat([e0_t, de_t], dim=-1).contiguous(), e0_t.sum(-1).unsqueeze(-2),
-                             self.image_tokens.mean(dim=1))
+        self._prepare_pooled()
         both, z0, token_mean = (t[slices] for t in self._by_head)
         n, heads, n_tok, f2 = both.shape
         f = f2 // 2
@@ -154,10 +150,18 @@ class TwoStateFusion:
                     + torch.einsum("nhrf,hfd->rnd", w * b, self.dvo.view(heads, f, -1)))
         return attended.add_(self.bias).add_(token_mean)                     # (R, n, D)
 
+    def _prepare_pooled(self) -> None:
+        """pooled_mean's layout, once: per (slice, head) [e0 | e1 - e0] (N, 2F), sum_f e0, token means."""
+        if self._by_head is None:
+            e0_t = self.e0.permute(0, 2, 1, 3)                                # (n, h, N, F)
+            de_t = self.de.permute(0, 2, 1, 3)
+            self._by_head = (torch.cat([e0_t, de_t], dim=-1).contiguous(), e0_t.sum(-1).unsqueeze(-2),
+                             self.image_tokens.mean(dim=1))
+
     def keep_pooled_only(self) -> None:
         """Prepare :meth:`pooled_mean` and free the token-wise terms (then ``__call__`` is unavailable):
         halves what a volume's precomputation holds."""
-        self.pooled_mean(torch.zeros(1, self.e0.shape[-1], dtype=torch.bool, device=self.e0.device), slice(0, 1))
+        self._prepare_pooled()
         self.e0 = self.de = None
 
     @property
