@@ -17,7 +17,10 @@ explained right before the S-slice case in every round, so the per-slice ratio i
 
 Memory: in a second fresh process per size, which explains the volume once (after the 1-slice warm-up), the
 peak resident set size (``ru_maxrss``) minus the resident set size just before that explanation (model
-built, volume in memory): the extra memory one explanation needed at its peak, in MiB. Research use only - not for diagnosis.
+built, volume in memory): the extra memory one explanation needed at its peak, in MiB; and that peak minus
+what the explanation returns (maps, attention maps, the tokens its Shapley values reuse): the working
+memory, which the slice chunk and the two fixed budgets bound (``FEATURE_BUDGET_MIB``,
+``PREPARED_BUDGET_MIB``), not the volume. Research use only - not for diagnosis.
 """
 
 from __future__ import annotations
@@ -41,6 +44,22 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _result_mib(res) -> float:
+    """MiB of the tensors an explanation returns (a :class:`CamResult`: maps, the model output with its
+    per-slice attention maps, the image encoding's tokens that the Shapley values and the metrics reuse)."""
+    import dataclasses
+
+    seen, total = set(), 0
+    for part in (res, res.output, res.encoding):
+        for field in dataclasses.fields(part):
+            value = getattr(part, field.name)
+            for t in value if isinstance(value, list) else [value]:
+                if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    total += t.numel() * t.element_size()
+    return total / 2 ** 20
+
+
 def child(slices: int, size: int, repeats: int) -> dict:
     from mmxai_core.explain.gradcam import GradCAMPlusPlusExplainer
     from mmxai_core.explain.shapley import shapley_of_game
@@ -51,6 +70,8 @@ def child(slices: int, size: int, repeats: int) -> dict:
     volume = torch.randn(1, slices, 1, size, size, generator=torch.Generator().manual_seed(slices))
     one = volume[:, :1].clone()
 
+    results = {}
+
     def explain(x):
         """What the pipeline does: Grad-CAM++ (its forward is the prediction), then exact Shapley values on
         the image encoding of that pass."""
@@ -60,14 +81,18 @@ def child(slices: int, size: int, repeats: int) -> dict:
         t1 = time.perf_counter()
         vf = CoalitionValue(model, x, values, missing, target=1, encoding=res.encoding)
         shapley_of_game(vf, method="exact")
+        results["last"] = res
         return t1 - t0, time.perf_counter() - t1
 
     explain(one)  # warm-up
     if repeats == 0:                # memory child: ONE explanation of the volume in this fresh process
+        results.clear()
         base = _rss_mib()
         explain(volume)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"rss_before_mib": base, "peak_rss_mib": peak, "peak_extra_mib": peak - base}
+        kept = _result_mib(results["last"])
+        return {"rss_before_mib": base, "peak_rss_mib": peak, "peak_extra_mib": peak - base,
+                "results_mib": kept, "working_mib": peak - base - kept}
     base = _rss_mib()
     runs, singles = [], []
     for _ in range(repeats):        # side by side: the single slice right before the volume, every round
@@ -87,7 +112,7 @@ def child(slices: int, size: int, repeats: int) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--slices", default="1,16,32,64,128")
+    p.add_argument("--slices", default="1,16,32,64,128,256")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--repeats-large", type=int, default=5)
@@ -114,8 +139,13 @@ def main(argv=None) -> None:
         row.update(json.loads(mem.stdout.strip().splitlines()[-1]))
         rows.append(row)
         print(f"{s:4d} slices: explain {row['explain_s']:.2f} s ({row['per_slice_s'] * 1000:.0f} ms/slice; "
-              f"Grad-CAM++ {row['gradcam_s']:.2f} s, Shapley {row['shapley_s']:.2f} s), peak +{row['peak_extra_mib']:.0f} MiB")
+              f"Grad-CAM++ {row['gradcam_s']:.2f} s, Shapley {row['shapley_s']:.2f} s), peak +{row['peak_extra_mib']:.0f} MiB, "
+              f"results {row['results_mib']:.0f} MiB, working {row['working_mib']:.0f} MiB")
+    from mmxai_core.explain.coalition_decoder import PREPARED_BUDGET_MIB
+    from mmxai_core.explain.gradcam import FEATURE_BUDGET_MIB
+
     res = {"size": args.size, "slice_chunk": 16, "fields": 10, "rows": rows,
+           "feature_budget_mib": FEATURE_BUDGET_MIB, "prepared_budget_mib": PREPARED_BUDGET_MIB,
            "memory_method": "peak RSS (ru_maxrss) minus RSS before the explanation, one explanation in a fresh "
                             "process per size",
            "ratio_method": "in every round the 1-slice case is explained right before the S-slice case in the "

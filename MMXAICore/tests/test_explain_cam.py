@@ -159,6 +159,39 @@ def test_volume_chunked_equals_unchunked_and_the_library_backward(model):
     torch.testing.assert_close(r2.output.probs, r9.output.probs)
 
 
+def test_feature_budget_recomputes_the_cnn_and_gives_the_same_maps(model):
+    """Beyond ``feature_budget_mib`` the chunks' CNN feature maps are not kept but computed again in pass 3:
+    the maps, scores and outputs are the same; the trunk runs once more for each such chunk (not the last,
+    whose graph is kept)."""
+    x = blobs(1, 9, seed=4)
+    values, missing = clinical(1, seed=4)
+    calls = []
+    handle = model.image_encoder.trunk.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        results = {}
+        chunk_mib = None
+        for budget in ("default", 0.0, "one chunk"):
+            calls.clear()
+            kw = {} if budget == "default" else {"feature_budget_mib": chunk_mib if budget == "one chunk" else budget}
+            with GradCAMPlusPlusExplainer(model, slice_chunk=2, **kw) as cam:
+                results[budget] = cam(x, values, missing)
+            results[budget].slices_through_cnn = sum(calls)
+            if chunk_mib is None:                      # one chunk of 2 slices' feature maps, in MiB
+                c, (h, w) = model.image_encoder.proj.in_channels, results[budget].grid
+                chunk_mib = 2 * c * h * w * 4 / 2 ** 20
+    finally:
+        handle.remove()
+    assert results["default"].slices_through_cnn == 9           # 5 chunks, features kept
+    assert results[0.0].slices_through_cnn == 9 + 8             # chunks 1-4 again; the last keeps its graph
+    assert results["one chunk"].slices_through_cnn == 9 + 6     # the first chunk fits the budget
+    for budget in (0.0, "one chunk"):
+        assert_close_rel(results[budget].raw, results["default"].raw)
+        torch.testing.assert_close(results[budget].output.logits, results["default"].output.logits)
+        torch.testing.assert_close(results[budget].encoding.tokens, results["default"].encoding.tokens)
+    with pytest.raises(ValueError, match="feature_budget_mib"):
+        GradCAMPlusPlusExplainer(model, feature_budget_mib=-1)
+
+
 def test_slice_pooling_weight_reaches_the_maps(model):
     """The score is the case's: a slice's map scales with its slice-pooling weight (gradient through the
     pooling), unlike per-slice Grad-CAM++ of each slice alone."""
@@ -350,6 +383,14 @@ def test_cam_output_is_the_models_forward(model):
     torch.testing.assert_close(res.output.reverse_attention, ref.reverse_attention, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(res.encoding.tokens, ref_tokens(model, x, mask, present), rtol=1e-5, atol=1e-5)
     assert (res.raw[2] == 0).all() and (res.raw[1, 2:] == 0).all() and res.raw[0].max() > 0
+    # the image self-attentions (for attention rollout), filled chunk by chunk, equal the model's
+    res = gradcam_plus_plus(model, x, values, missing, slice_mask=mask, image_present=present, slice_chunk=2,
+                            return_attentions=True)
+    with torch.no_grad():
+        ref = model(x, mask, present, values, missing, return_attentions=True)
+    assert len(res.output.self_attentions) == len(ref.self_attentions) == len(model.image_encoder.blocks)
+    for ours, theirs in zip(res.output.self_attentions, ref.self_attentions):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def ref_tokens(model, x, mask, present):

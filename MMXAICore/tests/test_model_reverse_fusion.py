@@ -86,7 +86,7 @@ def test_two_state_decoder_includes_the_reverse_path(slices, head_norm, fusion_f
     with torch.inference_mode():
         enc = model.encode_image(images, mask)
         dec = two_state_decoder(model, enc, values, entered_missing)
-        assert dec is not None and dec.reverse_base is not None
+        assert dec is not None and dec.uses_reverse
         ref = model.decode(enc, values.expand(len(states), -1), ~states).logits
         torch.testing.assert_close(dec(states), ref, rtol=0, atol=2e-5)
 

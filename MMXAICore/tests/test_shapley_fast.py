@@ -166,3 +166,30 @@ def test_direct_pooled_mean_equals_the_mean_of_the_fused_tokens():
             assert direct.shape == tokenwise.shape == (7, 3 if part == slice(None) else 2, 32)
             torch.testing.assert_close(direct, tokenwise, rtol=1e-4, atol=2e-5)   # float32 sums in another order
         assert float((direct[0] - direct[1]).abs().max()) > 1e-4 or bool((states[0] == states[1]).all())
+
+
+def test_prepared_budget_only_changes_what_is_kept_between_calls():
+    """A long volume (5 slices in chunks of 2, slice pooling streamed over the chunks): with no budget for
+    prepared terms every call prepares the chunks again, and the logits are the same as with them kept and
+    as the model's own decode."""
+    from mmxai_core.explain.coalition_decoder import TwoStateDecoder
+
+    model = make_model(token_pool="mean")
+    images = torch.randn(1, 5, 1, 64, 64, generator=torch.Generator().manual_seed(6))
+    entered_missing = np.zeros(len(FIELDS), bool)
+    states = torch.as_tensor(coalition_matrix(len(FIELDS)))
+    with torch.inference_mode():
+        enc = model.encode_image(images)
+        kept = decoder_for(model, enc, entered_missing)
+        values = torch.as_tensor(VALUES)[None]
+        state_tokens = model.clinical_encoder(torch.cat([values, values]),
+                                              torch.tensor([[True] * 6, [False] * 6]))
+        none = TwoStateDecoder(model, enc.tokens[0], state_tokens, slice_chunk=2, prepared_budget_mib=0)
+        assert none.prepare_all() and not none._kept
+        assert len(kept._kept) == len(kept.starts) == 3
+        ref = reference_logits(model, enc, states, entered_missing)
+        torch.testing.assert_close(kept(states), ref, rtol=0, atol=2e-5)
+        torch.testing.assert_close(none(states), kept(states), rtol=0, atol=1e-6)
+        # rows in steps of any size: the streaming slice pooling is per row
+        assert none.rows_per_step(2) >= 1
+        torch.testing.assert_close(none(states[:7]), kept(states)[:7], rtol=0, atol=1e-6)

@@ -3,7 +3,7 @@
 Every Shapley coalition of the clinical-field game (:mod:`.value_function`) keeps the image and sets each
 field to one of two states: its entered value or "unknown". For the ``attention`` variant
 (:class:`~mmxai_core.model.MultimodalClassifier` with cross-modal fusion) this decoder computes, once per
-case,
+chunk of slices of the case,
 
 * the clinical tokens of every field in both states, (2, F, D) (the tokeniser is field-wise),
 * the image side of the fusion (queries) and each field's keys, values and output projections
@@ -16,17 +16,22 @@ case,
 so that a row costs only the mixing of precomputed per-field terms, the residual FFN over the image
 tokens, token pooling, slice pooling and the head (with mean token pooling and no FFN, the presets, the
 fused tokens are never formed: :meth:`~mmxai_core.model.fusion.TwoStateFusion.pooled_mean` gives their
-mean from each row's mean attention weights, so a row costs O(F) per token instead of O(F x D)): the same operations in the same order as
-``model.decode``, equal to it up to float rounding. A self-check against ``model.decode`` on a few rows
+mean from each row's mean attention weights, so a row costs O(F) per token instead of O(F x D)): the
+computation of ``model.decode`` (slice pooling as a streaming softmax over the chunks), equal to it up to
+float rounding. A self-check against ``model.decode`` on a few rows
 (all entered, all unknown, alternating) guards this (on the first ``slice_chunk`` slices of a longer
 volume, so that memory stays bounded by the chunk); a model it does not fit gets ``None`` from
-:func:`two_state_decoder` and the caller keeps ``model.decode``.
+:func:`two_state_decoder` and the caller keeps ``model.decode``. Memory: slices a chunk at a time, with
+the slice pooling accumulated across chunks (:class:`TwoStateDecoder`): a volume of any length needs one
+chunk's terms, plus those kept between calls up to ``PREPARED_BUDGET_MIB``.
 
     dec = two_state_decoder(model, encoding, values (1, F), entered_missing (1, F))   # or None
     logits = dec(states)             # states (R, F) bool, True = entered value kept -> logits (R, C)
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import Tensor, nn
@@ -35,75 +40,137 @@ from mmxai_core.model.outputs import ImageEncoding
 
 #: Tolerance of the self-check against ``model.decode`` (logits, float32).
 CHECK_ATOL = 1e-4
-#: Elements of the largest (slices, heads, rows, tokens) tensor of the direct path (mean token pooling, no
-#: FFN) per step: 4M float32 (16 MB); slices are taken as many at a time as fit beside the rows.
+#: Elements of the largest tensor of one step (rows x the slice chunk's (heads, tokens) on the direct path,
+#: rows x (slices, tokens, width) on the token-wise one): 4M / 0.5M float32 on a CPU (16 / 2 MB: the cache),
+#: 32M on a GPU (kernel launches, not caches, set the pace). Rows are taken as many at a time as fit.
 DIRECT_ELEMENT_BUDGET = 1 << 22
+TOKENWISE_ELEMENT_BUDGET = 1 << 19
+CUDA_ELEMENT_BUDGET = 1 << 25
+#: MiB of per-slice-chunk preparation (attention terms of every field in both states) a decoder keeps
+#: between calls; chunks beyond it are prepared again at each call, so a long volume's Shapley values need
+#: memory for one slice chunk, not the volume (0.32 MiB per 256 x 256 slice of the tiny preset: 64 MiB
+#: keep 200 slices).
+PREPARED_BUDGET_MIB = 64.0
+
+
+@dataclasses.dataclass
+class _PreparedChunk:
+    """One slice chunk's two-state terms: the fusion (:class:`~mmxai_core.model.fusion.TwoStateFusion`) and,
+    with ``reverse_fusion``, the per-slice clinical summary of the all-state-0 row (n', D) and each field's
+    change when it switches to state 1, divided by F (n', F, D)."""
+
+    fusion: object
+    reverse_base: Tensor | None
+    reverse_delta: Tensor | None
+    nbytes: int
 
 
 class TwoStateDecoder:
     """``__call__(states (R, F) bool) -> logits (R, C)`` for one case (see the module docstring).
 
-    Slices go through fusion and token pooling ``slice_chunk`` at a time (only their pooled vectors,
-    (R, n, D), are kept for slice pooling), so memory grows with rows x slice_chunk x tokens, not with
-    the volume.
+    Slices go through fusion and token pooling a ``slice_chunk`` at a time; the gated-attention slice
+    pooling is accumulated over the chunks with a running maximum (the streaming softmax: the same weights
+    as a softmax over all slices at once, up to float rounding), so a call holds one chunk's terms and
+    (R, D) accumulators, never (R, slices, D). The prepared terms of the first chunks are kept between calls
+    up to ``PREPARED_BUDGET_MIB``; the others are prepared again at each call.
 
-    Attributes: n_slices (real slices), n_tokens (image tokens per slice), hidden (FFN width), slice_chunk,
-    fusion (the prepared :class:`~mmxai_core.model.fusion.TwoStateFusion`).
+    Attributes: n_slices (real slices), n_tokens (image tokens per slice), slice_chunk, direct (mean token
+    pooling after a fusion without FFN: fused tokens never formed), uses_reverse.
     """
 
-    def __init__(self, model: nn.Module, fusion, n_slices: int, n_tokens: int, slice_chunk: int | None = None,
-                 reverse: Tensor | None = None):
+    def __init__(self, model: nn.Module, image_tokens: Tensor, state_tokens: Tensor, slice_chunk: int,
+                 prepared_budget_mib: float = PREPARED_BUDGET_MIB):
         self.model = model
-        self.fusion = fusion
-        # reverse fusion outputs (2, n, F, D) -> per-slice summary of the all-state-0 row (n, D) and each
-        # field's change when it switches to state 1, divided by F (n, F, D)
-        self.reverse_base = self.reverse_delta = None
-        if reverse is not None:
-            f = reverse.shape[2]
-            self.reverse_base = reverse[0].mean(dim=1)
-            self.reverse_delta = (reverse[1] - reverse[0]) / f
-        self.n_slices, self.n_tokens = n_slices, n_tokens
+        self.image_tokens, self.state_tokens = image_tokens, state_tokens      # (n, N, D), (2, F, D)
+        self.n_slices, self.n_tokens = int(image_tokens.shape[0]), int(image_tokens.shape[1])
+        self.slice_chunk = max(1, min(self.n_slices, int(slice_chunk)))
         ffn = model.fusion.ffn
         self.hidden = int(ffn.fc1.out_features) if ffn is not None else 0
-        self.slice_chunk = max(1, min(n_slices, slice_chunk or int(model.config.slice_chunk)))
-        #: mean token pooling after a fusion without FFN: fused tokens never formed (module docstring)
-        self.direct = fusion.linear_after_attention and getattr(model.token_pool, "mode", None) == "mean"
+        self.direct = ffn is None and getattr(model.token_pool, "mode", None) == "mean"
+        self.uses_reverse = hasattr(model, "reverse_fusion")
+        self.heads = int(model.fusion.attn.num_heads)
+        self.starts = list(range(0, self.n_slices, self.slice_chunk))
+        self._kept: dict[int, _PreparedChunk] = {}
+        self._budget = float(prepared_budget_mib) * 2 ** 20
+
+    def prepare_all(self) -> bool:
+        """Prepare every slice chunk once (keeping the first ones within the budget); False when a chunk's
+        attention scores are too spread out for the shared-shift softmax (use ``model.decode``)."""
+        kept = 0
+        for k in range(len(self.starts)):
+            chunk = self._prepare(k)
+            if chunk is None:
+                return False
+            if kept + chunk.nbytes <= self._budget:
+                self._kept[k] = chunk
+                kept += chunk.nbytes
+        return True
+
+    def _prepare(self, k: int) -> _PreparedChunk | None:
+        model = self.model
+        part = self.image_tokens[self.starts[k]:self.starts[k] + self.slice_chunk]     # (n', N, D)
+        fusion = model.fusion.two_state(part, self.state_tokens)
+        if fusion is None:
+            return None
         if self.direct:
             fusion.keep_pooled_only()
-        self.heads = int(model.fusion.attn.num_heads)
+        base = delta = None
+        if self.uses_reverse:
+            out = torch.stack([model.reverse_fusion(self.state_tokens[s].expand(part.shape[0], -1, -1), part)[0]
+                               for s in (0, 1)])                            # (2, n', F, D)
+            base, delta = out[0].mean(dim=1), (out[1] - out[0]) / out.shape[2]
+        nbytes = sum(t.numel() * t.element_size() for t in fusion.tensors() + [base, delta] if t is not None)
+        return _PreparedChunk(fusion, base, delta, nbytes)
 
-    @property
-    def row_elements(self) -> int:
-        """Elements one row adds to the largest tensor of a step (for sizing row chunks): on the direct path
-        one slice's (heads, tokens) or all slices' pooled vectors and slice-pooling units, whichever is
-        larger (so rows x slices stays bounded); a slice chunk's (tokens, width) otherwise."""
-        if self.direct:   # one slice's (heads, tokens), or the (slices, width) of slice pooling if larger
-            width = max(int(self.model.config.embed_dim), int(self.model.config.mil_hidden))
-            return max(self.heads * self.n_tokens, self.n_slices * width)
-        return self.slice_chunk * self.n_tokens * max(int(self.model.config.embed_dim), self.hidden)
+    def rows_per_step(self, n: int) -> int:
+        """Rows per step for a chunk of n slices (the element budget over what one row adds)."""
+        if self.direct:
+            per_row, budget = self.heads * self.n_tokens * n, DIRECT_ELEMENT_BUDGET
+        else:
+            per_row = n * self.n_tokens * max(int(self.model.config.embed_dim), self.hidden)
+            budget = TOKENWISE_ELEMENT_BUDGET
+        if self.image_tokens.device.type == "cuda":
+            budget = max(budget, CUDA_ELEMENT_BUDGET)
+        return max(1, budget // max(1, per_row))
+
+    def _pooled(self, chunk: _PreparedChunk, states: Tensor) -> Tensor:
+        """states (r, F) -> slice embeddings (r, n', D) of one prepared chunk."""
+        r = int(states.shape[0])
+        if self.direct:
+            pooled = chunk.fusion.pooled_mean(states)
+        else:
+            fused = chunk.fusion(states)                                       # (r, n', N, D)
+            n, dim = fused.shape[1], fused.shape[-1]
+            pooled, _ = self.model.token_pool(fused.view(r * n, self.n_tokens, dim))
+            pooled = pooled.view(r, n, dim)
+        if chunk.reverse_base is not None:
+            b = states.to(pooled.dtype)
+            pooled = pooled + chunk.reverse_base + torch.einsum("rf,nfd->rnd", b, chunk.reverse_delta)
+        return pooled
 
     def __call__(self, states: Tensor) -> Tensor:
-        model = self.model
-        r = int(states.shape[0])
-        parts = []
-        step = self.slice_chunk
-        if self.direct:
-            step = max(1, DIRECT_ELEMENT_BUDGET // max(1, r * self.row_elements))
-        for start in range(0, self.n_slices, step):
-            if self.direct:
-                parts.append(self.fusion.pooled_mean(states, slice(start, start + step)))
-                continue
-            fused = self.fusion(states, slice(start, start + self.slice_chunk))   # (R, n', N, D)
-            n, dim = fused.shape[1], fused.shape[-1]
-            pooled, _ = model.token_pool(fused.view(r * n, self.n_tokens, dim))    # (R*n', D)
-            parts.append(pooled.view(r, n, dim))
-        pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)           # (R, n, D)
-        if self.reverse_base is not None:
-            b = states.to(pooled.dtype)
-            pooled = pooled + self.reverse_base + torch.einsum("rf,nfd->rnd", b, self.reverse_delta)
-        mask = torch.ones(r, self.n_slices, dtype=torch.bool, device=pooled.device)
-        embedding, _ = model.slice_pool(pooled, mask)                               # (R, D)
-        return model.head(embedding)
+        model, r = self.model, int(states.shape[0])
+        dim = int(self.image_tokens.shape[-1])
+        run_max = self.image_tokens.new_full((r,), float("-inf"))              # streaming softmax state
+        run_sum = self.image_tokens.new_zeros(r)
+        run_acc = self.image_tokens.new_zeros(r, dim)
+        for k in range(len(self.starts)):
+            chunk = self._kept.get(k) or self._prepare(k)
+            if chunk is None:
+                raise RuntimeError("two-state decoder: a slice chunk's attention scores are too spread out")
+            n = min(self.slice_chunk, self.n_slices - self.starts[k])
+            step = self.rows_per_step(n)
+            for start in range(0, r, step):
+                rows = slice(start, start + step)
+                pooled = self._pooled(chunk, states[rows])                      # (r', n', D)
+                scores = model.slice_pool.scores(pooled)                        # (r', n')
+                new_max = torch.maximum(run_max[rows], scores.amax(dim=1))
+                rescale = torch.exp(run_max[rows] - new_max)                    # 0 on the first chunk
+                weights = torch.exp(scores - new_max[:, None])
+                run_sum[rows] = run_sum[rows] * rescale + weights.sum(dim=1)
+                run_acc[rows] = run_acc[rows] * rescale[:, None] + torch.einsum("rn,rnd->rd", weights, pooled)
+                run_max[rows] = new_max
+        return model.head(run_acc / run_sum[:, None])
 
 
 def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor, entered_missing: Tensor
@@ -128,29 +195,19 @@ def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor,
     all_unknown = torch.ones_like(entered_missing)
     states_in = torch.cat([values, values])                                 # (2, F)
     state_tokens = encoder(states_in, torch.cat([all_unknown, entered_missing]))   # (2, F, D)
-    image_tokens = encoding.tokens[0][encoding.slice_mask[0]]              # (n, N, D)
+    mask = encoding.slice_mask[0]
+    image_tokens = encoding.tokens[0] if bool(mask.all()) else encoding.tokens[0][mask]   # (n, N, D)
     n, chunk = int(image_tokens.shape[0]), int(model.config.slice_chunk)
     if n > chunk:
         # A long volume: check the decoder on its first ``slice_chunk`` slices (the same code path; a
-        # full-volume ``model.decode`` would hold every slice's fused tokens at once), then prepare the
-        # whole volume a chunk of slices at a time (the softmax-spread check covers every slice).
-        mask = encoding.slice_mask.clone()
-        mask[0, mask[0].nonzero(as_tuple=True)[0][chunk:]] = False
-        head = ImageEncoding(encoding.tokens, mask, encoding.image_present, encoding.grid, None)
+        # full-volume ``model.decode`` would hold every slice's fused tokens and maps at once).
+        head = ImageEncoding(image_tokens[None, :chunk], mask.new_ones(1, chunk), encoding.image_present,
+                             encoding.grid, None)
         if two_state_decoder(model, head, values, entered_missing) is None:
             return None
-    fusion = model.fusion.two_state(image_tokens, state_tokens, slice_chunk=chunk)
-    if fusion is None:
+    decoder = TwoStateDecoder(model, image_tokens, state_tokens, chunk)
+    if not decoder.prepare_all():
         return None
-    reverse = None
-    if hasattr(model, "reverse_fusion"):
-        parts = []
-        for start in range(0, n, chunk):
-            part = image_tokens[start:start + chunk]
-            parts.append(torch.stack([model.reverse_fusion(state_tokens[k].expand(part.shape[0], -1, -1), part)[0]
-                                      for k in (0, 1)]))                     # (2, n', F, D)
-        reverse = torch.cat(parts, dim=1)                                   # (2, n, F, D)
-    decoder = TwoStateDecoder(model, fusion, n, int(image_tokens.shape[1]), reverse=reverse)
     if n > chunk:
         return decoder
     # self-check on three rows against the model's own decode
@@ -164,4 +221,5 @@ def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor,
     return decoder
 
 
-__all__ = ["CHECK_ATOL", "DIRECT_ELEMENT_BUDGET", "TwoStateDecoder", "two_state_decoder"]
+__all__ = ["CHECK_ATOL", "DIRECT_ELEMENT_BUDGET", "TOKENWISE_ELEMENT_BUDGET", "CUDA_ELEMENT_BUDGET",
+           "PREPARED_BUDGET_MIB", "TwoStateDecoder", "two_state_decoder"]

@@ -16,12 +16,14 @@ slice (C, h, w) and g = dy/dA,
   has gone through the gated-attention slice pooling (slices that matter little get small maps). The
   maps are raw per slice (never min-max scaled per slice or per image).
 * **Chunks of slices** (bounded memory). Default target (the CNN output): the CNN runs without a graph
-  (its feature maps are kept); chunk by chunk, the encoder above it and the per-slice half of the decoder
-  (fusion, token pooling) give every slice's embedding, with a graph for the last chunk only; slice
-  pooling and head give the case score and its gradient per slice embedding; every other chunk re-runs
-  the encoder above the CNN with a graph for its vector-Jacobian product (``_from_features``). The graph
-  held at any time is one chunk's; what grows with the volume is the kept feature maps, tokens and
-  per-slice attention maps. Other target layers: pass 1 encodes without a graph, pass 2 differentiates
+  (its feature maps are kept up to ``FEATURE_BUDGET_MIB``, re-computed beyond); chunk by chunk, the
+  encoder above it and the per-slice half of the decoder (fusion, token pooling) give every slice's
+  embedding, with a graph for the last chunk only; slice pooling and head give the case score and its
+  gradient per slice embedding; every other chunk re-runs the encoder above the CNN with a graph for its
+  vector-Jacobian product (``_from_features``). The graph held at any time is one chunk's; what grows
+  with the volume is what the explanation returns (tokens for the Shapley values, per-slice attention
+  maps, the maps themselves), written chunk by chunk into their final tensors, and the kept feature maps
+  up to the budget. Other target layers: pass 1 encodes without a graph, pass 2 differentiates
   the decoder with respect to all image tokens, pass 3 re-encodes each chunk (``_chunked``; one pass when
   all slices fit in a chunk). By the chain rule both are the gradient of one backward pass through the
   whole volume: chunked equals unchunked and pytorch-grad-cam's own backward (tested to 1e-5).
@@ -58,6 +60,12 @@ CAM_SCALE_KEY = "explain.cam_scale"
 #: slices stay in cache; measured on one core, 1-2 slices per call ran 29 ms per slice against 37-43 ms
 #: with 16 (eval mode: BatchNorm uses running statistics, so slices are independent). GPUs take the chunk.
 CPU_CNN_BATCH = 2
+#: The CNN feature maps a volume keeps between the two passes of ``_from_features``, in MiB. Kept maps spare
+#: a second CNN pass over their slices (per-slice time 0.96x a single slice's at 128 slices of 256 x 256
+#: instead of about 1.2x); beyond the budget the CNN runs again, so the peak memory of a longer volume
+#: grows only by its results (tokens, attention maps: BENCHMARKS.md, section 2). 64 MiB keep 128 slices of
+#: 256 x 256 of the tiny preset (0.5 MiB each), 256 slices of the base preset.
+FEATURE_BUDGET_MIB = 64.0
 
 ReshapeTransform = Callable[[Tensor, tuple[int, int]], Tensor]
 
@@ -255,10 +263,14 @@ class GradCAMPlusPlusExplainer:
         reshape_transform: turns the layer output into (n, C, h, w): ``None`` (already so), ``"tokens"``
             (:func:`tokens_to_grid`, for transformer blocks), or a callable ``(tensor, grid) -> tensor``.
         slice_chunk: slices per image-encoder call (default the model's ``config.slice_chunk``).
+        feature_budget_mib: how many MiB of CNN feature maps a volume may keep between the passes (default
+            :data:`FEATURE_BUDGET_MIB`); the chunks beyond it run the CNN again (about 1.3x their time),
+            so the memory an explanation needs stops growing with the volume there. 0 = never keep.
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str | None = None,
-                 reshape_transform: ReshapeTransform | str | None = None, slice_chunk: int | None = None):
+                 reshape_transform: ReshapeTransform | str | None = None, slice_chunk: int | None = None,
+                 feature_budget_mib: float = FEATURE_BUDGET_MIB):
         if not getattr(model, "uses_image", False):
             raise ValueError(f"model variant {getattr(model, 'variant', '?')!r} has no image branch to explain")
         self.model = model
@@ -279,6 +291,9 @@ class GradCAMPlusPlusExplainer:
         if chunk < 1:
             raise ValueError(f"slice_chunk must be >= 1, got {chunk}")
         self.slice_chunk = chunk
+        if not float(feature_budget_mib) >= 0:
+            raise ValueError(f"feature_budget_mib must be >= 0, got {feature_budget_mib!r}")
+        self.feature_budget_mib = float(feature_budget_mib)
         self._handle = None
         self._entered = False
         self._armed = False
@@ -409,53 +424,58 @@ class GradCAMPlusPlusExplainer:
     def _from_features(self, bound, images, slice_mask, present, target_class, return_attentions):
         """The default target (the CNN output): memory bounded by one chunk's graph; the CNN never builds one.
 
-        Pass 1, chunk by chunk of real slices: the CNN feature map A (kept, no graph), the encoder above it
-        and the per-slice half of the decoder (fusion, token pooling: ``model.slice_embeddings``) give
-        each slice's embedding e_s (D,); only the LAST chunk keeps its graph, from its leaf A. Pass 2: the
-        per-case half (slice pooling, head) on all e_s -> score -> d score / d A of the last chunk and
-        d score / d e_s of the others. Pass 3: for every other chunk, the encoder above the CNN and the
-        slice half again, with a graph, and the vector-Jacobian product of d score / d e_s back to A. By
-        the chain rule this is the gradient of one backward pass through the whole case (tested); a case
-        of at most ``slice_chunk`` slices is one forward and one backward pass.
+        Pass 1, chunk by chunk of real slices: the CNN feature map A (no graph; kept while the kept maps fit
+        in ``feature_budget_mib``), the encoder above it and the per-slice half of the decoder (fusion,
+        token pooling: ``model.slice_embeddings``) give each slice's embedding e_s (D,); tokens and maps go
+        straight into their (B, S, ...) result tensors; only the LAST chunk keeps its graph, from its leaf A.
+        Pass 2: the per-case half (slice pooling, head) on all e_s -> score -> d score / d A of the last
+        chunk and d score / d e_s of the others. Pass 3: for every other chunk, A again (kept, or the CNN
+        re-run where it did not fit the budget), the encoder above the CNN and the slice half with a graph,
+        and the vector-Jacobian product of d score / d e_s back to A. By the chain rule this is the gradient
+        of one backward pass through the whole case (tested); a case of at most ``slice_chunk`` slices is one
+        forward and one backward pass.
         """
         model, encoder, chunk = self.model, self.model.image_encoder, self.slice_chunk
         real = slice_mask & present[:, None]
         b_idx, s_idx = real.nonzero(as_tuple=True)
         clin = model.clinical_tokens(*bound.rows(images.shape[0]))    # (B, F, D) or None
         starts = list(range(0, len(b_idx), chunk))
-        acts, tokens, atts, pooled, maps, leaves = [], [], [], [], [], []
-        grid = (1, 1)
+        acts, pooled, leaves = [], [], []
+        enc = maps = None
+        kept_bytes, budget = 0, self.feature_budget_mib * 2 ** 20
         self._armed = False
         for k, start in enumerate(starts):
             sel = slice(start, start + chunk)
+            rows = (b_idx[sel], s_idx[sel])
             last = k == len(starts) - 1
-            with torch.no_grad():
-                x = images[b_idx[sel], s_idx[sel]]
-                step = len(x) if x.device.type != "cpu" else CPU_CNN_BATCH
-                act = torch.cat([encoder.cam_layer(encoder.trunk(x[i:i + step])[-1])
-                                 for i in range(0, len(x), step)])
-            act = act.detach().requires_grad_(last)
+            act = self._features(images[rows]).requires_grad_(last)
             with torch.set_grad_enabled(last):
                 toks, grid, att = encoder.tokens_from_features(act, return_attentions)
                 emb, mp = model.slice_embeddings(toks, clin, b_idx[sel])
+            if enc is None:                         # the result tensors, filled chunk by chunk (no copies)
+                enc = model.encoding_buffer(images, slice_mask, present, toks.shape[1], toks.dtype,
+                                            return_attentions, grid)
+                maps = {key: None if v is None else v.new_zeros(*slice_mask.shape, *v.shape[1:])
+                        for key, v in mp.items()}
+            with torch.no_grad():
+                enc.tokens[rows] = toks
+                for full, part in zip(enc.self_attentions or [], att or []):
+                    full[rows] = part
+                for key, v in mp.items():
+                    if v is not None:
+                        maps[key][rows] = v
             if not last:
                 emb = emb.detach().requires_grad_(True)       # a leaf: pass 2 gives d score / d e_s
-            acts.append(act)
-            tokens.append(toks.detach())
-            atts.append(None if att is None else [a.detach() for a in att])
+            keep = last or kept_bytes + act.nbytes <= budget
+            kept_bytes += act.nbytes if keep and not last else 0
+            acts.append(act if keep else None)
             pooled.append(emb)
-            maps.append({key: None if v is None else v.detach() for key, v in mp.items()})
             leaves.append(act if last else emb)
-        enc = model.assemble_encoding(images, slice_mask, present, tokens, atts if return_attentions else None,
-                                      grid)
-        del tokens, atts
-        mask = enc.slice_mask
+            del toks, att, mp
         with torch.enable_grad():
-            emb_all, maps_all = _with_missing_image_slices(model, enc, real, clin, pooled, maps)
-            maps.clear()                                        # merged: keep one copy of the maps
-            del mp
-            image_embedding, extra = model.pool_slices(emb_all, maps_all, mask, enc.grid, enc.self_attentions)
-            del maps_all                                        # scattered into the output: one copy
+            emb_all = _with_missing_image_slices(model, enc, real, clin, pooled, maps)
+            image_embedding, extra = model.pool_slices(emb_all, maps, enc.slice_mask, enc.grid,
+                                                       enc.self_attentions, maps_scattered=True)
             out = model.finish(image_embedding, extra, clin, enc.image_present)
             targets = resolve_targets(target_class, out.logits)
             score = out.logits.gather(1, targets[:, None]).squeeze(1)
@@ -465,6 +485,8 @@ class GradCAMPlusPlusExplainer:
             act, acts[k] = acts[k], None                       # release each feature map once used
             if k < len(starts) - 1:
                 sel = slice(starts[k], starts[k] + chunk)
+                if act is None:                                 # beyond the feature budget: the CNN again
+                    act = self._features(images[b_idx[sel], s_idx[sel]])
                 act = act.detach().requires_grad_(True)
                 with torch.enable_grad():
                     toks, _, _ = encoder.tokens_from_features(act)
@@ -473,6 +495,16 @@ class GradCAMPlusPlusExplainer:
             cams, grid = self._grid_maps(act, g, enc.grid)
             parts.append(cams)
         return out, targets, score, torch.cat(parts), grid, enc
+
+    def _features(self, x: Tensor) -> Tensor:
+        """The CNN feature maps A (n, C, h, w) of n slices (n, 1, H, W), without a graph; on a CPU a few
+        slices per call (``CPU_CNN_BATCH``)."""
+        trunk, cam_layer = self.model.image_encoder.trunk, self.model.image_encoder.cam_layer
+        step = len(x) if x.device.type != "cpu" else CPU_CNN_BATCH
+        with torch.no_grad():
+            if step >= len(x):
+                return cam_layer(trunk(x)[-1])
+            return torch.cat([cam_layer(trunk(x[i:i + step])[-1]) for i in range(0, len(x), step)])
 
     def _chunked(self, bound, images, slice_mask, present, b_idx, s_idx, target_class, return_attentions):
         """A target layer other than the default, in chunks. Pass 1: encode without a graph; pass 2: d score /
@@ -508,28 +540,26 @@ class GradCAMPlusPlusExplainer:
 
 
 def _with_missing_image_slices(model: nn.Module, enc: ImageEncoding, real: Tensor, clin: Tensor | None,
-                               pooled: list[Tensor], maps: list[dict]) -> tuple[Tensor, dict]:
-    """Slice embeddings and maps of every slice in ``enc.slice_mask`` (row-major): the real slices' from
-    ``pooled``/``maps`` (chunk order = row-major order of ``real``) and, for cases without an image, those of
-    the missing-image token (computed here; no gradient is needed through them)."""
+                               pooled: list[Tensor], maps: dict) -> Tensor:
+    """Slice embeddings of every slice in ``enc.slice_mask`` (row-major): the real slices' from ``pooled``
+    (chunk order = row-major order of ``real``) and, for cases without an image, those of the missing-image
+    token (computed here, their maps written into the (B, S, ...) ``maps``; no gradient is needed through
+    them)."""
     emb = torch.cat(pooled)
-    merged = {key: (None if maps[0][key] is None else torch.cat([m[key] for m in maps])) for key in maps[0]}
     extra = enc.slice_mask & ~real
     if not bool(extra.any()):
-        return emb, merged
+        return emb
     mb, ms = extra.nonzero(as_tuple=True)
     with torch.no_grad():
         m_emb, m_maps = model.slice_embeddings(enc.tokens[mb, ms], clin, mb)
+        for key, v in m_maps.items():
+            if v is not None:
+                maps[key][mb, ms] = v
     where_real = real[enc.slice_mask]                # (n_mask,) True where the mask entry is a real slice
-
-    def interleave(real_part: Tensor, missing_part: Tensor) -> Tensor:
-        full = real_part.new_zeros(len(where_real), *real_part.shape[1:])
-        full[where_real] = real_part
-        full[~where_real] = missing_part
-        return full
-
-    return interleave(emb, m_emb), {key: None if v is None else interleave(v, m_maps[key])
-                                    for key, v in merged.items()}
+    full = emb.new_zeros(len(where_real), *emb.shape[1:])
+    full[where_real] = emb
+    full[~where_real] = m_emb
+    return full
 
 
 def gradcam_plus_plus(model: nn.Module, images: Tensor, clin_values: Tensor | None = None,
@@ -666,4 +696,4 @@ def _detached(out: ModelOutput) -> ModelOutput:
 __all__ = ["ClinicalBoundModel", "GradCAMPlusPlusExplainer", "CamResult", "gradcam_plus_plus",
            "gradcampp_weights", "cam_from_gradients", "tokens_to_grid", "upsample_maps", "normalise_maps",
            "resolve_targets", "calibrate_cam_scale", "cam_scale_from_metadata", "GRADCAMPP_EPS",
-           "NORMALISE_MODES", "CAM_SCALE_KEY"]
+           "NORMALISE_MODES", "CAM_SCALE_KEY", "FEATURE_BUDGET_MIB"]

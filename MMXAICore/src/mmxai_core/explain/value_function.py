@@ -15,8 +15,9 @@ has, e.g. from the Grad-CAM++ forward pass), then every coalition is one cheap r
 branch, fusion, pooling and head, many rows at a time in chunks of at most ``max_rows_per_chunk`` rows.
 For the ``attention`` variant the rows go through :mod:`.coalition_decoder` (each field has only two
 states, so its keys, values and output projections are computed once; a row mixes them and runs the FFN,
-pooling and head; memory grows with rows x slice_chunk x tokens x FFN width); other variants, or rows
-with arbitrary values (:meth:`CoalitionValue.evaluate_rows`), use ``model.decode``.
+pooling and head; it sizes its own row steps and takes the slices a chunk at a time, so memory does not
+grow with the volume); other variants, or rows with arbitrary values (:meth:`CoalitionValue.evaluate_rows`),
+use ``model.decode``.
 
 Players are the fields the user entered (known fields), in model field order; a field the user left
 unknown is unknown in every row, so it is a null player and is not part of the game.
@@ -32,18 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmxai_core.explain.coalition_decoder import DIRECT_ELEMENT_BUDGET
-
 OUTPUTS = ("probability", "log_odds")
 
 #: Default chunk size aims at about this many elements per (rows, slices, tokens, dim) tensor (4 MB float32):
 #: measured on 2 CPU cores, 128-256 rows of 64 tokens x 64 dims decode ~25% faster per row than 1,024 at once.
 _ROW_ELEMENT_BUDGET = 1 << 20
-#: The same for the two-state decoder (:mod:`.coalition_decoder`), per (rows, slice_chunk, tokens, FFN
-#: width) tensor: measured on 2 CPU cores, 32-64 rows of 64 tokens x 128 decode fastest (cache-sized).
-_FAST_ELEMENT_BUDGET = 1 << 19
-#: On a GPU, fewer and larger chunks (kernel launches, not caches, set the pace): 32M elements (128 MB).
-_FAST_ELEMENT_BUDGET_CUDA = 1 << 25
 #: Upper bound of the default chunk size.
 _MAX_DEFAULT_ROWS = 4096
 
@@ -101,8 +95,8 @@ class CoalitionValue:
             predicted class (argmax of f(x)) for more classes.
         output: ``"probability"`` (default) or ``"log_odds"``.
         max_rows_per_chunk: most clinical rows per decode call; default: sized from the encoding so that
-            one (rows, slices, tokens, dim) tensor holds about 1M elements (at most 4096 rows), or, with
-            the two-state decoder, one (rows, slice_chunk, tokens, FFN width) tensor about 0.5M elements.
+            one (rows, slices, tokens, dim) tensor holds about 1M elements (at most 4096 rows); the two-state
+            decoder sizes its own steps (:mod:`.coalition_decoder`) unless this is given.
         fast: use the two-state decoder where it applies (default); False = always ``model.decode`` (the
             reference the decoder is tested against).
         encoding: the case's :class:`~mmxai_core.model.outputs.ImageEncoding` (batch 1) when the caller has
@@ -261,7 +255,7 @@ class CoalitionValue:
         if decoder is None:
             return self._logits(self.values.expand(part.shape[0], -1), ~part, image)
         rows, out = int(part.shape[0]), []
-        chunk = self._fast_chunk_rows(decoder)
+        chunk = self._requested_rows or max(rows, 1)     # the decoder takes rows in steps it sizes itself
         t0 = time.perf_counter()
         with eval_mode(self.model), torch.inference_mode():
             for start in range(0, rows, chunk):
@@ -271,15 +265,6 @@ class CoalitionValue:
         if not out:
             return torch.zeros(0, int(self.model.config.num_classes), dtype=torch.float64)
         return torch.cat(out)
-
-    def _fast_chunk_rows(self, decoder) -> int:
-        if self._requested_rows is not None:
-            return self._requested_rows
-        per_row = decoder.row_elements
-        budget = _FAST_ELEMENT_BUDGET_CUDA if self._device.type == "cuda" else _FAST_ELEMENT_BUDGET
-        if decoder.direct:
-            budget = max(budget, DIRECT_ELEMENT_BUDGET)
-        return int(min(_MAX_DEFAULT_ROWS, max(1, budget // per_row)))
 
     def evaluate_known(self, known, *, image: bool = True) -> np.ndarray:
         """known (R, F) bool over ALL model fields (True = entered value kept) -> v (R,) float64.

@@ -164,6 +164,11 @@ class TwoStateFusion:
         self._prepare_pooled()
         self.e0 = self.de = None
 
+    def tensors(self) -> list[Tensor]:
+        """The per-slice tensors this fusion holds (for memory accounting; the image tokens are a view)."""
+        held = [self.e0, self.de] + list(self._by_head or ())
+        return [t for t in held if t is not None]
+
     @property
     def n_slices(self) -> int:
         return int(self._by_head[0].shape[0] if self.e0 is None else self.e0.shape[0])

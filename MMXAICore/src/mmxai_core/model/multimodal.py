@@ -167,18 +167,29 @@ class MultimodalClassifier(nn.Module):
         """Put per-chunk encoder outputs (tokens (n', N, D) of the real slices in row-major (case, slice)
         order; optional per-block attentions) into an :class:`ImageEncoding`, with the missing-image token
         for cases without an image. ``images`` (B, S, 1, H, W) gives shape and dtype only."""
-        token = self.missing_image_token
-        b, s = images.shape[:2]
         b_idx, s_idx = (slice_mask & present[:, None]).nonzero(as_tuple=True)
-        return_attentions = att_parts is not None
-        dtype = parts[0].dtype if parts else token.dtype
+        dtype = parts[0].dtype if parts else self.missing_image_token.dtype
         n_tok = parts[0].shape[1] if parts else 1
-        tokens = images.new_zeros(b, s, n_tok, token.numel(), dtype=dtype)
-        start = 0
+        enc = self.encoding_buffer(images, slice_mask, present, n_tok, dtype, att_parts is not None, grid)
+        tokens, start = enc.tokens, 0
         for part in parts:                   # chunk by chunk: no concatenated copy of all slices' tokens
             sel = slice(start, start + part.shape[0])
             tokens = tokens.index_put((b_idx[sel], s_idx[sel]), part)
             start += part.shape[0]
+        self_atts = enc.self_attentions
+        if self_atts is not None and parts:
+            self_atts = [full.index_put((b_idx, s_idx), torch.cat([a[layer] for a in att_parts]).to(full.dtype))
+                         for layer, full in enumerate(self_atts)]
+        return ImageEncoding(tokens, enc.slice_mask, present, grid, self_atts)
+
+    def encoding_buffer(self, images: Tensor, slice_mask: Tensor, present: Tensor, n_tok: int, dtype: torch.dtype,
+                        return_attentions: bool, grid: tuple[int, int]) -> ImageEncoding:
+        """An :class:`ImageEncoding` whose real slices are still zeros, to be filled chunk by chunk: tokens
+        (B, S, n_tok, D), the missing-image token at slice 0 of every case without an image, the slice mask,
+        and (``return_attentions``) zero (B, S, heads, n_tok, n_tok) self-attentions per block."""
+        token = self.missing_image_token
+        b, s = images.shape[:2]
+        tokens = images.new_zeros(b, s, n_tok, token.numel(), dtype=dtype)
         miss = (~present).nonzero(as_tuple=True)[0]
         mask = slice_mask & present[:, None]
         if len(miss):
@@ -187,14 +198,8 @@ class MultimodalClassifier(nn.Module):
             mask = mask.index_put((miss, zero), torch.ones_like(miss, dtype=torch.bool))
         self_atts = None
         if return_attentions:
-            self_atts = []
-            for layer in range(len(self.image_encoder.blocks)):
-                heads = self.image_encoder.blocks[layer].attn.num_heads
-                full = images.new_zeros(b, s, heads, n_tok, n_tok, dtype=dtype)
-                if parts:
-                    probs = torch.cat([a[layer] for a in att_parts])
-                    full = full.to(probs.dtype).index_put((b_idx, s_idx), probs)
-                self_atts.append(full)
+            self_atts = [images.new_zeros(b, s, block.attn.num_heads, n_tok, n_tok, dtype=dtype)
+                         for block in self.image_encoder.blocks]
         return ImageEncoding(tokens, mask, present, grid, self_atts)
 
     def decode(self, encoding: ImageEncoding | None, clin_values: Tensor | None = None,
@@ -269,21 +274,25 @@ class MultimodalClassifier(nn.Module):
         return pooled, dict(cross=cross, token_weights=tok_w, reverse=reverse)
 
     def pool_slices(self, pooled: Tensor, maps: dict, mask: Tensor, grid: tuple[int, int],
-                    self_attentions: list[Tensor] | None = None) -> tuple[Tensor, dict]:
+                    self_attentions: list[Tensor] | None = None, *, maps_scattered: bool = False
+                    ) -> tuple[Tensor, dict]:
         """The per-case half of the image branch: slice embeddings (n, D) of the slices where ``mask``
         (B, S) is True (row-major order) and their :meth:`slice_embeddings` maps -> image embedding (B, D)
         (gated-attention pooling over slices) and the model output's image extras (maps scattered to
-        (B, S, ...))."""
+        (B, S, ...)). ``maps_scattered``: the maps are already (B, S, ...) (zeros off the mask), as a caller
+        that fills them chunk by chunk has them; they are used as they are, without a copy."""
         b, s = mask.shape
         b_idx, s_idx = mask.nonzero(as_tuple=True)
         scatter = lambda t: t.new_zeros(b, s, *t.shape[1:]).index_put((b_idx, s_idx), t)  # noqa: E731
         slice_emb = scatter(pooled)
         image_embedding, slice_w = self.slice_pool(slice_emb, mask)
-        cross = None if maps["cross"] is None else scatter(maps["cross"])
+        if not maps_scattered:
+            maps = {key: None if value is None else scatter(value) for key, value in maps.items()}
+        cross = maps["cross"]
         extra = dict(slice_mask=mask, slice_weights=slice_w, grid=grid, self_attentions=self_attentions,
-                     token_weights=scatter(maps["token_weights"]), cross_attention=cross)
+                     token_weights=maps["token_weights"], cross_attention=cross)
         if maps["reverse"] is not None:
-            extra["reverse_attention"] = scatter(maps["reverse"])
+            extra["reverse_attention"] = maps["reverse"]
         if cross is not None:
             per_slice = cross.mean(dim=(2, 3))                     # (B, S, F)
             extra["clinical_attention"] = (slice_w.unsqueeze(-1) * per_slice).sum(1)

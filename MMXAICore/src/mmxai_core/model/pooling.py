@@ -49,10 +49,14 @@ class GatedAttentionPool(nn.Module):
         self.w = nn.Linear(hidden, 1)
         init_linear(self)
 
+    def scores(self, x: Tensor) -> Tensor:
+        """x (..., S, D) -> the unnormalised slice scores (..., S) (a streaming softmax over slice chunks of
+        these gives the same weights as :meth:`forward`)."""
+        return self.w(torch.tanh(self.V(x)) * torch.sigmoid(self.U(x))).squeeze(-1)
+
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if not bool(mask.any(1).all()):
             raise ValueError("every case needs at least one real slice for slice pooling")
-        scores = self.w(torch.tanh(self.V(x)) * torch.sigmoid(self.U(x))).squeeze(-1)  # (B, S)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = self.scores(x).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.einsum("bs,bsd->bd", weights, x), weights
