@@ -20,7 +20,9 @@ peak resident set size (``ru_maxrss``) minus the resident set size just before t
 built, volume in memory): the extra memory one explanation needed at its peak, in MiB; and that peak minus
 what the explanation returns (maps, attention maps, the tokens its Shapley values reuse): the working
 memory, which the slice chunk and the two fixed budgets bound (``FEATURE_BUDGET_MIB``,
-``PREPARED_BUDGET_MIB``), not the volume. Research use only - not for diagnosis.
+``PREPARED_BUDGET_MIB``), not the volume. Both twice: as run (glibc's default allocator, which keeps freed
+memory for reuse) and "live" (a third process with ``MALLOC_MMAP_THRESHOLD_=65536``: every block of 64 KiB
+or more is returned to the system when freed, so the resident set follows the tensors the code holds). Research use only - not for diagnosis.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ import time
 import torch
 
 from common import FIELDS10, VALUES10, bench_model, setup_threads, write_json
+
+
+#: glibc's mmap threshold for the "live" memory runs (bytes): blocks this large or larger go straight to
+#: the system and back.
+LIVE_MMAP_THRESHOLD = 65536
 
 
 def _rss_mib() -> float:
@@ -60,7 +67,7 @@ def _result_mib(res) -> float:
     return total / 2 ** 20
 
 
-def child(slices: int, size: int, repeats: int) -> dict:
+def child(slices: int, size: int, repeats: int, feature_budget: float | None = None) -> dict:
     from mmxai_core.explain.gradcam import GradCAMPlusPlusExplainer
     from mmxai_core.explain.shapley import shapley_of_game
     from mmxai_core.explain.value_function import CoalitionValue
@@ -71,12 +78,13 @@ def child(slices: int, size: int, repeats: int) -> dict:
     one = volume[:, :1].clone()
 
     results = {}
+    budget = {} if feature_budget is None else {"feature_budget_mib": feature_budget}
 
     def explain(x):
         """What the pipeline does: Grad-CAM++ (its forward is the prediction), then exact Shapley values on
         the image encoding of that pass."""
         t0 = time.perf_counter()
-        with GradCAMPlusPlusExplainer(model) as cam:
+        with GradCAMPlusPlusExplainer(model, **budget) as cam:
             res = cam(x, values, missing, target_class=1)
         t1 = time.perf_counter()
         vf = CoalitionValue(model, x, values, missing, target=1, encoding=res.encoding)
@@ -103,7 +111,7 @@ def child(slices: int, size: int, repeats: int) -> dict:
     s = statistics.median(r[1] for r in runs)
     t = statistics.median(r[0] + r[1] for r in runs)
     ratio = statistics.median((r[0] + r[1]) / slices / one_s for r, one_s in zip(runs, singles))
-    return {"slices": slices, "size": size, "repeats": repeats, "gradcam_s": g, "shapley_s": s, "explain_s": t,
+    return {"slices": slices, "size": size, "repeats": repeats, "feature_budget_mib": feature_budget, "gradcam_s": g, "shapley_s": s, "explain_s": t,
             "per_slice_s": t / slices, "single_slice_s": statistics.median(singles), "per_slice_vs_single": ratio,
             "rss_before_mib": base, "peak_rss_mib": peak,
             "peak_extra_mib": peak - base, "volume_mib": volume.numel() * 4 / 2 ** 20,
@@ -118,27 +126,40 @@ def main(argv=None) -> None:
     p.add_argument("--repeats-large", type=int, default=5)
     p.add_argument("--large-from", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-budget-at", type=int, default=128,
+                   help="also explain this slice count with no CNN feature maps kept (feature budget 0: the "
+                        "memory-lean setting, the CNN runs twice for all chunks but the last); 0 = skip")
+    p.add_argument("--feature-budget", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     setup_threads(args.threads)
     if args.child is not None:
-        print(json.dumps(child(args.child, args.size, args.repeats)))
+        print(json.dumps(child(args.child, args.size, args.repeats, args.feature_budget)))
         return
     rows = []
-    for s in [int(x) for x in args.slices.split(",")]:
+    plan = [(int(x), None) for x in args.slices.split(",")] + ([(args.no_budget_at, 0.0)] if args.no_budget_at else [])
+    for s, feature_budget in plan:
         reps = args.repeats_large if s >= args.large_from else args.repeats
         cmd = [sys.executable, __file__, "--child", str(s), "--size", str(args.size), "--repeats", str(reps),
                "--threads", str(args.threads)]
+        if feature_budget is not None:
+            cmd += ["--feature-budget", str(feature_budget)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         # peak memory of one explanation, in its own fresh process (repeated runs in one process add the
         # allocator's fragmentation to ru_maxrss)
-        mem = subprocess.run(cmd[:cmd.index("--repeats") + 1] + ["0"] + cmd[cmd.index("--repeats") + 2:],
-                             capture_output=True, text=True, check=True)
+        mem_cmd = cmd[:cmd.index("--repeats") + 1] + ["0"] + cmd[cmd.index("--repeats") + 2:]
+        mem = subprocess.run(mem_cmd, capture_output=True, text=True, check=True)
         row.update(json.loads(mem.stdout.strip().splitlines()[-1]))
+        # the same with glibc returning every block of 64 KiB or more to the system when it is freed: the
+        # resident set then follows the live tensors (what the code holds), not what the allocator keeps
+        live = subprocess.run(mem_cmd, capture_output=True, text=True, check=True,
+                              env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(LIVE_MMAP_THRESHOLD)})
+        row.update({f"live_{k}": v for k, v in json.loads(live.stdout.strip().splitlines()[-1]).items()
+                    if k in ("peak_extra_mib", "working_mib")})
         rows.append(row)
-        print(f"{s:4d} slices: explain {row['explain_s']:.2f} s ({row['per_slice_s'] * 1000:.0f} ms/slice; "
+        print(f"{s:4d} slices{'' if feature_budget is None else f' (feature budget {feature_budget:g})'}: explain {row['explain_s']:.2f} s ({row['per_slice_s'] * 1000:.0f} ms/slice; "
               f"Grad-CAM++ {row['gradcam_s']:.2f} s, Shapley {row['shapley_s']:.2f} s), peak +{row['peak_extra_mib']:.0f} MiB, "
               f"results {row['results_mib']:.0f} MiB, working {row['working_mib']:.0f} MiB")
     from mmxai_core.explain.coalition_decoder import PREPARED_BUDGET_MIB
