@@ -168,7 +168,8 @@ def main(argv=None) -> None:
     res = {"size": args.size, "slice_chunk": 16, "fields": 10, "rows": rows,
            "feature_budget_mib": FEATURE_BUDGET_MIB, "prepared_budget_mib": PREPARED_BUDGET_MIB,
            "memory_method": "peak RSS (ru_maxrss) minus RSS before the explanation, one explanation in a fresh "
-                            "process per size",
+                            "process per size; working memory = that minus the bytes of the tensors the "
+                            "explanation returns; live = the same in a process with MALLOC_MMAP_THRESHOLD_=65536",
            "ratio_method": "in every round the 1-slice case is explained right before the S-slice case in the "
                            "same process; ratio = median over rounds of (S-slice time / S) / 1-slice time"}
     write_json(args.json, res)

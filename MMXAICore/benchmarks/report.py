@@ -99,16 +99,28 @@ def _memory_verdict(d: dict) -> tuple[float, float, bool]:
     return growth, per_input_slice, growth < per_input_slice
 
 
+def _second_largest(d: dict) -> dict | None:
+    rows = sorted(_default_rows(d), key=lambda r: r["slices"])
+    return rows[-2] if len(rows) >= 2 else None
+
+
+def _live(d: dict) -> str:
+    return ", ".join(f"{r['live_working_mib']:.0f} MiB at {r['slices']}" for r in
+                     sorted(_default_rows(d), key=lambda r: r["slices"]) if "live_working_mib" in r) + " slices"
+
+
 def volume_section(d: dict) -> list[str]:
     L = ["## 2. Volumes", "", f"Command: {_cmd(d)}. One case of S slices at {d['size']} x {d['size']}, "
          f"slice_chunk {d['slice_chunk']}, {d['fields']} fields; a fresh process per size; one CPU thread. "
          f"Memory: {d['memory_method']}." + (f" Ratio: {d['ratio_method']}." if "ratio_method" in d else ""), "",
          "| slices | runs | Grad-CAM++ | Shapley | explain | per slice | single slice, same rounds | "
-         "per slice / single slice | peak extra memory | of which results | working memory |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "per slice / single slice | peak extra memory | of which results | working memory | "
+         "working memory, live |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         single = _ms(r["single_slice_s"]) if "single_slice_s" in r else "-"
         res = f"{r['results_mib']:.0f} MiB | {r['working_mib']:.0f} MiB" if "working_mib" in r else "- | -"
+        res += f" | {r['live_working_mib']:.0f} MiB" if "live_working_mib" in r else " | -"
         label = r["slices"] if r.get("feature_budget_mib") is None else \
             f"{r['slices']}, feature budget {r['feature_budget_mib']:g} MiB"
         L.append(f"| {label} | {r['repeats']} | {r['gradcam_s']:.2f} s | {r['shapley_s']:.2f} s | "
@@ -137,6 +149,9 @@ def volume_section(d: dict) -> list[str]:
              f"twice for all chunks but the last) with {lean['working_mib']:.0f} MiB working memory, against "
              f"{at128.get('per_slice_vs_single', float('nan')):.2f}x and {at128['working_mib']:.0f} MiB with the "
              "default budget."] if lean and "working_mib" in lean and "working_mib" in at128 else []),
+          *([f"* Live (allocator returning freed blocks at once; the tensors the code holds): working memory "
+             f"{_live(d)}; past the budgets +{_growth(d, 'live_working_mib', _second_largest(d)):.2f} MiB per slice."]
+            if "live_working_mib" in big else []),
           "* Peak memory is the resident set size the operating system sees (glibc's allocator included); the input "
           f"volume itself ({big['volume_mib']:.0f} MiB at {big['slices']} slices) is in memory before the "
           "measurement starts.",
