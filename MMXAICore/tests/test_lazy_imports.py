@@ -7,10 +7,11 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("SimpleITK", "pydicom", "shap")
+HEAVY = ("SimpleITK", "pydicom", "shap", "scipy.stats")     # scipy.stats: 0.5 s, only cohort statistics need it
 MODULES = ("mmxai_core.model", "mmxai_core.explain.pipeline", "mmxai_core.explain.gradcam",
            "mmxai_core.explain.shapley", "mmxai_core.explain.value_function",
-           "mmxai_core.explain.coalition_decoder", "mmxai_core.explain.modality", "mmxai_core.worker.run")
+           "mmxai_core.explain.coalition_decoder", "mmxai_core.explain.modality", "mmxai_core.worker.run",
+           "mmxai_core.explain.metrics.coherence", "mmxai_core.explain.metrics.sanity")
 
 
 def test_model_and_explanation_modules_import_without_heavy_readers():

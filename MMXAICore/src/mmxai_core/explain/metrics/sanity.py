@@ -39,7 +39,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import nn
 
 from mmxai_core.explain.metrics._common import default_target, jsonable, model_device, summary
@@ -121,6 +120,8 @@ def _maps(model: nn.Module, images, values, missing, mask, present, target: torc
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
+    from scipy.stats import rankdata     # here, not at import: scipy.stats costs 0.5 s of a click
+
     return pearson(rankdata(a), rankdata(b))
 
 
