@@ -151,9 +151,10 @@ class TwoStateDecoder:
     def __call__(self, states: Tensor) -> Tensor:
         model, r = self.model, int(states.shape[0])
         dim = int(self.image_tokens.shape[-1])
-        run_max = self.image_tokens.new_full((r,), float("-inf"))              # streaming softmax state
-        run_sum = self.image_tokens.new_zeros(r)
-        run_acc = self.image_tokens.new_zeros(r, dim)
+        f32 = dict(dtype=torch.float32, device=self.image_tokens.device)      # streaming softmax state, float32
+        run_max = torch.full((r,), float("-inf"), **f32)                       # (also under bf16 autocast)
+        run_sum = torch.zeros(r, **f32)
+        run_acc = torch.zeros(r, dim, **f32)
         for k in range(len(self.starts)):
             chunk = self._kept.get(k) or self._prepare(k)
             if chunk is None:
@@ -163,14 +164,15 @@ class TwoStateDecoder:
             for start in range(0, r, step):
                 rows = slice(start, start + step)
                 pooled = self._pooled(chunk, states[rows])                      # (r', n', D)
-                scores = model.slice_pool.scores(pooled)                        # (r', n')
+                scores = model.slice_pool.scores(pooled).float()                # (r', n')
+                pooled = pooled.float()
                 new_max = torch.maximum(run_max[rows], scores.amax(dim=1))
                 rescale = torch.exp(run_max[rows] - new_max)                    # 0 on the first chunk
                 weights = torch.exp(scores - new_max[:, None])
                 run_sum[rows] = run_sum[rows] * rescale + weights.sum(dim=1)
                 run_acc[rows] = run_acc[rows] * rescale[:, None] + torch.einsum("rn,rnd->rd", weights, pooled)
                 run_max[rows] = new_max
-        return model.head(run_acc / run_sum[:, None])
+        return model.head((run_acc / run_sum[:, None]).to(self.image_tokens.dtype))
 
 
 def two_state_decoder(model: nn.Module, encoding: ImageEncoding, values: Tensor, entered_missing: Tensor
