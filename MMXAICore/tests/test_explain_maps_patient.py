@@ -184,6 +184,13 @@ def test_explain_image_end_to_end(model, tmp_path, kind):
     assert set(ex.timings) >= {"preprocess", "gradcam", "rollout", "crossmodal", "to_patient", "write", "total"}
     assert list(ex.crossmodal) == [f[0] for f in FIELDS] and ex.rollout is not None
     assert ex.slice_weights.shape == (z,)
+    # without write_maps the patient-grid rollout and cross-modal maps are resampled only when read
+    lean = explain_image(model, image, VALUES, MISSING, preprocessor=pre, cam_scale=scale, slice_chunk=3)
+    assert not lean._on_patient_grid
+    assert_same_grid(lean.crossmodal["er"], image)
+    assert_same_grid(lean.rollout, image)
+    np.testing.assert_array_equal(lean.crossmodal["er"].array, ex.crossmodal["er"].array)
+    assert set(lean._on_patient_grid) == {"rollout", "crossmodal"}
     # files
     names = {"heatmap.nrrd", "heatmap_label.nrrd", "heatmap_bins.json", "overlay.png", "rollout.nrrd",
              "crossmodal_age.nrrd", "crossmodal_grade.nrrd", "crossmodal_er.nrrd", "crossmodal_size.nrrd"}

@@ -45,7 +45,8 @@ class ImageExplanation:
         (logit units) upsampled to (H, W); rollout_model: attention rollout relevance or None;
         crossmodal_model: {field: attention weight map} (empty when the model has no cross-attention).
     Patient grid (:class:`Image` with exactly the input's size, spacing, origin, direction):
-        heatmap (float32, [0, 1]), heatmap_label (uint8 bins), rollout, crossmodal.
+        heatmap (float32, [0, 1]), heatmap_label (uint8 bins); rollout and crossmodal (properties,
+        resampled on first use).
     target_class, class_name, probability (of the target class), probs (all classes),
     slice_weights (Z,) slice-pooling weights, clinical_attention {field: weight} or None,
     normalisation {"mode", "scale"}, bins, record (the preprocessing record), timings (seconds per step),
@@ -66,13 +67,30 @@ class ImageExplanation:
     heatmap_label: Image
     slice_weights: np.ndarray
     rollout_model: np.ndarray | None = None
-    rollout: Image | None = None
     crossmodal_model: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    crossmodal: dict[str, Image] = dataclasses.field(default_factory=dict)
     clinical_attention: dict[str, float] | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     files: dict[str, Path] = dataclasses.field(default_factory=dict)
     encoding: Any = None
+    _on_patient_grid: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def rollout(self) -> Image | None:
+        """Attention rollout on the patient's grid (None without rollout), resampled on first use: a
+        volume's patient-grid maps are large (one float32 per input voxel) and most callers never read them."""
+        if self.rollout_model is None:
+            return None
+        if "rollout" not in self._on_patient_grid:
+            self._on_patient_grid["rollout"] = map_to_patient(self.rollout_model, self.record, clip=(0.0, None))
+        return self._on_patient_grid["rollout"]
+
+    @property
+    def crossmodal(self) -> dict[str, Image]:
+        """{field: cross-modal attention map on the patient's grid}, resampled on first use (see ``rollout``)."""
+        if "crossmodal" not in self._on_patient_grid:
+            self._on_patient_grid["crossmodal"] = {f: map_to_patient(m, self.record, clip=(0.0, 1.0))
+                                                   for f, m in self.crossmodal_model.items()}
+        return self._on_patient_grid["crossmodal"]
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts (no arrays): class, probability, normalisation, bins, timings, files."""
@@ -215,9 +233,7 @@ def explain_image(model: torch.nn.Module, image: Image, clin_values: Any = None,
 
     # 4. back to the patient's grid
     t = time.perf_counter()
-    heat, label = heatmap_to_patient(heat_model, record, bins)
-    rollout_img = map_to_patient(rollout_model, record, clip=(0.0, None)) if rollout_model is not None else None
-    cross_img = {f: map_to_patient(m, record, clip=(0.0, 1.0)) for f, m in cross_model.items()}
+    heat, label = heatmap_to_patient(heat_model, record, bins)   # rollout, cross-modal maps: on first use
     timings["to_patient"] = time.perf_counter() - t
 
     slice_weights = out.slice_weights[0].numpy() if out.slice_weights is not None else np.ones(z, np.float32)
@@ -225,8 +241,8 @@ def explain_image(model: torch.nn.Module, image: Image, clin_values: Any = None,
         target_class=k, class_name=name, probability=probs[k], probs=probs, normalisation=norm_info,
         bins=bins, record=record, heatmap_model=heat_model.astype(np.float32),
         heatmap_raw_model=raw_up[0].numpy().astype(np.float32), heatmap=heat, heatmap_label=label,
-        slice_weights=slice_weights.astype(np.float32), rollout_model=rollout_model, rollout=rollout_img,
-        crossmodal_model=cross_model, crossmodal=cross_img, clinical_attention=clinical_attention,
+        slice_weights=slice_weights.astype(np.float32), rollout_model=rollout_model,
+        crossmodal_model=cross_model, clinical_attention=clinical_attention,
         timings=timings, encoding=result.encoding)
 
     # 5. files
