@@ -210,3 +210,20 @@ def test_multiclass_run_uses_argmax(tmp_path):
     loaded = load_run_checkpoint(tmp_path / "run" / "checkpoint")
     probs = res.predictions["test"].probs
     assert loaded.threshold is None and loaded.decide(probs).tolist() == probs.argmax(1).tolist()
+
+
+def test_unknown_calibration_moves_only_the_unknown_embeddings(cohort, tmp_path):
+    """One optimiser step (the whole training split in one batch): with ``train.unknown_calibration`` the
+    training forward is the same (image encoded once, then decoded) and the calibration loss's gradient
+    reaches the clinical "unknown" embeddings only, so every other weight equals the plain run's."""
+    weights = {}
+    for name, w in (("plain", "0"), ("calibrated", "50")):
+        cfg = resolve_config(None, {**COMMON, "train.epochs": "1", "train.batch_size": "64", "train.n_boot": "0",
+                                    "train.unknown_calibration": w})
+        run_training(cfg, cohort / "manifest.csv", cohort / "schema.yaml", tmp_path / name)
+        weights[name] = load_file(str(tmp_path / name / "checkpoint" / "weights.safetensors"))
+    assert weights["plain"].keys() == weights["calibrated"].keys()
+    changed = [k for k in weights["plain"] if not torch.equal(weights["plain"][k], weights["calibrated"][k])]
+    assert changed == ["clinical_encoder.unknown"]
+    with pytest.raises(Exception, match="train.unknown_calibration"):
+        resolve_config(None, {**COMMON, "train.unknown_calibration": "-1"})

@@ -167,6 +167,12 @@ class TrainSection:
     default). threshold: ``youden`` or ``target_sensitivity`` (binary; chosen on validation).
     n_boot: patient-bootstrap resamples for the 95% CIs. progress: show progress bars.
     stop_after_epochs: stop (resumable) after this many epochs of this process (used by tests).
+    unknown_calibration: weight of the "unknown"-calibration loss (0 = off, the default; single process
+    only): each step hides one clinical field in the rows where it is known and pulls that field's learned
+    "unknown" embedding (only it) towards giving, on average over the batch, the probabilities of the rows
+    with the field entered, as the Bayes-optimal model does (E_x[p(y|x)] = E_x[p(y|x without the field)]).
+    Why: a field the model ignores should not move the prediction between "entered" and "unknown", which
+    the Shapley values (removal = unknown) report (README, "Known limitations").
     """
 
     epochs: int = 30
@@ -185,6 +191,7 @@ class TrainSection:
     n_boot: int = 1000
     progress: bool = True
     stop_after_epochs: int | None = None
+    unknown_calibration: float = 0.0
 
 
 def _preprocess_default() -> ImagePreprocessConfig:
@@ -288,6 +295,7 @@ def validate(cfg: TrainConfig) -> None:
         _at_least(f"train.{key}", getattr(t, key), 1)
     _at_least("train.min_delta", t.min_delta, 0.0)
     _at_least("train.n_boot", t.n_boot, 0)
+    _at_least("train.unknown_calibration", t.unknown_calibration, 0.0)
     _choice("train.class_weights", t.class_weights, ("inverse", "none"))
     _choice("train.amp", t.amp, ("auto", "off", "bf16", "fp16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))

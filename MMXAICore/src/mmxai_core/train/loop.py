@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from mmxai_core.data.dataset import EpochSampler, make_loader, mix_seed
 from mmxai_core.errors import MMXAIError
+from mmxai_core.model.outputs import ImageEncoding
 from mmxai_core.train.device import Runtime, synchronize
 from mmxai_core.train.early_stopping import EarlyStopping
 from mmxai_core.train.schedule import WarmupCosineSchedule
@@ -127,8 +128,40 @@ class Trainer:
         self.best_epoch: int | None = None
         self.stopped_early = False
         self.last_val = None      # Predictions of the last validation pass
+        self.calibration_weight = float(getattr(t, "unknown_calibration", 0.0) or 0.0)
+        if self.calibration_weight > 0:
+            if runtime.world_size > 1:
+                raise TrainingError("train.unknown_calibration is single-process only (it calls the model's "
+                                    "halves outside the DistributedDataParallel wrapper); set it to 0 with torchrun")
+            if not getattr(self.core, "uses_clinical", False) or not hasattr(self.core, "clinical_encoder") \
+                    or not hasattr(self.core.clinical_encoder, "unknown"):
+                raise TrainingError(f"train.unknown_calibration needs a model with clinical field tokens, not "
+                                    f"variant {getattr(self.core, 'variant', '?')!r}")
 
     # ------------------------------------------------------------------ one epoch
+    def _forward_with_calibration(self, batch: Any, present: torch.Tensor, missing: torch.Tensor
+                                  ) -> tuple[Any, torch.Tensor | None]:
+        """The training forward (the image encoded once) and the "unknown"-calibration loss of one field
+        (``train.unknown_calibration``): field j (drawn per step, seeded) is hidden in the rows where it is
+        known; loss = sum over classes of (mean p(entered) - mean p(hidden))^2 over those rows, the entered
+        side detached. None when no row has field j known."""
+        core = self.core
+        enc = core.encode_image(batch.images, batch.slice_mask, present, batch_size=len(batch)) \
+            if core.uses_image else None
+        out = core.decode(enc, batch.clin_values, missing, image_present=present)
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, self.step, 0xCA11B))
+        j = int(torch.randint(missing.shape[1], (1,), generator=gen))
+        rows = ~missing[:, j]
+        if not bool(rows.any()):
+            return out, None
+        hidden = missing.clone()
+        hidden[:, j] = True
+        sub = None if enc is None else ImageEncoding(enc.tokens[rows].detach(), enc.slice_mask[rows],
+                                                     enc.image_present[rows], enc.grid, None)
+        out_j = core.decode(sub, batch.clin_values[rows], hidden[rows], image_present=present[rows])
+        entered = torch.softmax(out.logits[rows].float(), dim=-1).detach().mean(0)
+        return out, ((entered - torch.softmax(out_j.logits.float(), dim=-1).mean(0)) ** 2).sum()
+
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
 
@@ -151,13 +184,21 @@ class Trainer:
             data_s += t0 - tick
             gen = torch.Generator().manual_seed(mix_seed(self.seed, self.step, 0x3A55))
             missing, present = self.core.simulate_missing(batch.clin_missing, batch.image_present, generator=gen)
+            calibration = None
             with rt.autocast():
-                out = model(batch.images, batch.slice_mask, present, batch.clin_values, missing)
+                if self.calibration_weight > 0:
+                    out, calibration = self._forward_with_calibration(batch, present, missing)
+                else:
+                    out = model(batch.images, batch.slice_mask, present, batch.clin_values, missing)
             loss = self._loss(out.logits, batch.labels)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite training loss at epoch {epoch}, step {self.step + 1}; lower "
                                     "optim.lr or check the inputs")
             self.optimizer.zero_grad(set_to_none=True)
+            if calibration is not None:          # its gradient reaches the "unknown" embeddings only
+                unknown = self.core.clinical_encoder.unknown
+                (grad,) = torch.autograd.grad(self.calibration_weight * calibration, unknown)
+                unknown.grad = grad * (self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
             self.scaler.scale(loss).backward()
             if clip > 0:
                 self.scaler.unscale_(self.optimizer)
