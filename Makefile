@@ -50,7 +50,7 @@ test: $(STAMP) $(SSTAMP)
 	$(VPY) -m pytest MMXAICore/tests $(PYTEST_ARGS)
 	QT_QPA_PLATFORM=offscreen MMXAI_CORE_PYTHON="$(abspath $(VPY))" $(SPY) -m pytest Testing $(SLICER_PYTEST_ARGS)
 
-# The benchmark suite (about 20-30 minutes on 2 CPU cores): writes BENCHMARKS.md and out/bench/*.json.
+# The benchmark suite (about 13 minutes on 2 CPU cores): writes BENCHMARKS.md and out/bench/*.json.
 bench: $(STAMP)
 	$(VPY) MMXAICore/benchmarks/run_all.py --out $(OUT)/bench --md BENCHMARKS.md
 
