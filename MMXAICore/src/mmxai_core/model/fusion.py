@@ -55,14 +55,12 @@ class CrossModalFusion(nn.Module):
             fused = fused + self.ffn(self.norm_ffn(fused))
         return fused, weights
 
-    def two_state(self, image_tokens: Tensor, state_tokens: Tensor, slice_chunk: int | None = None
-                  ) -> "TwoStateFusion | None":
-        """Prepare the fusion of one case for rows whose fields each take one of two states.
+    def two_state(self, image_tokens: Tensor, state_tokens: Tensor) -> "TwoStateFusion | None":
+        """Prepare the fusion of one case's slices for rows whose fields each take one of two states.
 
         Args:
-            image_tokens: (n, N, D) the case's image tokens (n slices).
+            image_tokens: (n, N, D) image tokens of n slices (the caller bounds n: a slice chunk).
             state_tokens: (2, F, D) clinical tokens of every field in state 0 and in state 1.
-            slice_chunk: slices prepared at a time (None: all at once).
 
         Returns:
             a :class:`TwoStateFusion` (call it with a (R, F) bool state matrix), or None when the attention
@@ -76,20 +74,15 @@ class CrossModalFusion(nn.Module):
         ctx = self.norm_clinical(state_tokens)
         k = attn.k(ctx).view(2, f, heads, dh)
         v = attn.v(ctx).view(2, f, heads, dh)
-        e0_parts, de_parts = [], []
-        for start in range(0, n, slice_chunk or max(n, 1)):     # slices a chunk at a time: bounded memory
-            part = image_tokens[start:start + (slice_chunk or n)]
-            q = attn.q(self.norm_image(part)).view(part.shape[0], n_tok, heads, dh)
-            scores = torch.einsum("nthd,sfhd->nthsf", q, k) * attn.scale      # (n', N, h, 2, F)
-            top = scores.amax(dim=(-2, -1), keepdim=True)                     # >= any row's max
-            floor = scores.amin(dim=-2).amax(dim=-1)                          # <= any row's max
-            if float((top.squeeze(-1).squeeze(-1) - floor).max()) > MAX_SCORE_SPREAD:
-                return None
-            e = torch.exp(scores - top)                                       # (n', N, h, 2, F)
-            e0_parts.append(e[..., 0, :].contiguous())
-            de_parts.append((e[..., 1, :] - e[..., 0, :]).contiguous())
-        e0 = e0_parts[0] if len(e0_parts) == 1 else torch.cat(e0_parts)
-        de = de_parts[0] if len(de_parts) == 1 else torch.cat(de_parts)
+        q = attn.q(self.norm_image(image_tokens)).view(n, n_tok, heads, dh)
+        scores = torch.einsum("nthd,sfhd->nthsf", q, k) * attn.scale          # (n, N, h, 2, F)
+        top = scores.amax(dim=(-2, -1), keepdim=True)                         # >= any row's max
+        floor = scores.amin(dim=-2).amax(dim=-1)                              # <= any row's max
+        if float((top.squeeze(-1).squeeze(-1) - floor).max()) > MAX_SCORE_SPREAD:
+            return None
+        e = torch.exp(scores - top)                                           # (n, N, h, 2, F)
+        e0 = e[..., 0, :].contiguous()
+        de = (e[..., 1, :] - e[..., 0, :]).contiguous()
         # per field, state and head: its value vector through the output projection, (2, h, F, D)
         w_out = attn.proj.weight.view(dim, heads, dh)
         vo = torch.einsum("sfhj,ohj->shfo", v, w_out).reshape(2, heads * f, dim)
@@ -123,11 +116,6 @@ class TwoStateFusion:
         self.bias = bias if bias is not None else vo0.new_zeros(vo0.shape[1])
         self.norm_ffn, self.ffn = norm_ffn, ffn
         self._by_head: tuple[Tensor, ...] | None = None   # pooled_mean's layout, made on first use
-
-    @property
-    def linear_after_attention(self) -> bool:
-        """True when nothing token-wise follows the attention (no FFN): :meth:`pooled_mean` applies."""
-        return self.ffn is None
 
     def pooled_mean(self, states: Tensor, slices: slice = slice(None)) -> Tensor:
         """states (R, F) bool -> mean over tokens of the fused tokens, (R, n', D), of the slices ``slices``.
@@ -168,10 +156,6 @@ class TwoStateFusion:
         """The per-slice tensors this fusion holds (for memory accounting; the image tokens are a view)."""
         held = [self.e0, self.de] + list(self._by_head or ())
         return [t for t in held if t is not None]
-
-    @property
-    def n_slices(self) -> int:
-        return int(self._by_head[0].shape[0] if self.e0 is None else self.e0.shape[0])
 
     def __call__(self, states: Tensor, slices: slice = slice(None)) -> Tensor:
         """states (R, F) bool -> fused tokens (R, n', N, D) of the slices ``slices`` (default all n)."""

@@ -128,13 +128,12 @@ class Trainer:
         self.best_epoch: int | None = None
         self.stopped_early = False
         self.last_val = None      # Predictions of the last validation pass
-        self.calibration_weight = float(getattr(t, "unknown_calibration", 0.0) or 0.0)
+        self.calibration_weight = float(t.unknown_calibration)
         if self.calibration_weight > 0:
             if runtime.world_size > 1:
                 raise TrainingError("train.unknown_calibration is single-process only (it calls the model's "
                                     "halves outside the DistributedDataParallel wrapper); set it to 0 with torchrun")
-            if not getattr(self.core, "uses_clinical", False) or not hasattr(self.core, "clinical_encoder") \
-                    or not hasattr(self.core.clinical_encoder, "unknown"):
+            if not hasattr(getattr(self.core, "clinical_encoder", None), "unknown"):
                 raise TrainingError(f"train.unknown_calibration needs a model with clinical field tokens, not "
                                     f"variant {getattr(self.core, 'variant', '?')!r}")
 
