@@ -139,7 +139,7 @@ def volume_section(d: dict) -> list[str]:
           "memory minus what the explanation returns: Grad-CAM++ maps, per-slice cross-modal attention maps, "
           "the image tokens that the Shapley values and metrics reuse) grows until the two fixed budgets are "
           f"full (CNN feature maps kept between the passes: {d.get('feature_budget_mib', 64):.0f} MiB; "
-          f"prepared Shapley terms: {d.get('prepared_budget_mib', 64):.0f} MiB), then by {growth:.2f} MiB per "
+          f"prepared Shapley terms: {d.get('prepared_budget_mib', 64):.0f} MiB), then changes by {growth:+.2f} MiB per "
           f"slice between the two largest volumes, against {per_input:.2f} MiB per slice of the input itself "
           f"({_verdict(met)}). The results grow by {_growth(d, 'results_mib'):.2f} MiB per slice: they are the "
           "explanation, and what a caller does not need it can drop (the pipeline keeps the maps on the "
@@ -150,7 +150,7 @@ def volume_section(d: dict) -> list[str]:
              f"{at128.get('per_slice_vs_single', float('nan')):.2f}x and {at128['working_mib']:.0f} MiB with the "
              "default budget."] if lean and "working_mib" in lean and "working_mib" in at128 else []),
           *([f"* Live (allocator returning freed blocks at once; the tensors the code holds): working memory "
-             f"{_live(d)}; past the budgets +{_growth(d, 'live_working_mib', _second_largest(d)):.2f} MiB per slice."]
+             f"{_live(d)}; past the budgets {_growth(d, 'live_working_mib', _second_largest(d)):+.2f} MiB per slice."]
             if "live_working_mib" in big else []),
           "* Peak memory is the resident set size the operating system sees (glibc's allocator included); the input "
           f"volume itself ({big['volume_mib']:.0f} MiB at {big['slices']} slices) is in memory before the "
@@ -289,7 +289,7 @@ def write_report(out: Path, md: Path) -> None:
         L.append(f"| per-slice cost at {big['slices']} slices <= single slice | {big.get('per_slice_vs_single', 0):.2f}x | "
                  f"{_verdict(big.get('per_slice_vs_single', 9) <= 1.0)} |")
         growth, per_input, met = _memory_verdict(v)
-        L.append(f"| peak memory bounded by the slice chunk | working memory +{growth:.2f} MiB per slice past the "
+        L.append(f"| peak memory bounded by the slice chunk | working memory {growth:+.2f} MiB per slice past the "
                  f"fixed budgets (input: {per_input:.2f} MiB per slice); results +{_growth(v, 'results_mib'):.2f} "
                  f"MiB per slice | {_verdict(met)} |")
     if t:
