@@ -173,6 +173,10 @@ class TrainSection:
     with the field entered, as the Bayes-optimal model does (E_x[p(y|x)] = E_x[p(y|x without the field)]).
     Why: a field the model ignores should not move the prediction between "entered" and "unknown", which
     the Shapley values (removal = unknown) report (README, "Known limitations").
+    aux_image_only / aux_clinical_only: weights of two auxiliary cross-entropy losses (0 = off, the default;
+    single process only): the step's image encoding decoded with every clinical field unknown, and the
+    clinical values decoded with the missing-image token (:meth:`Trainer._unimodal_loss`). Why: the clinical
+    facts are learned first and the image branch stays weak otherwise (README, "Explanation quality").
     """
 
     epochs: int = 30
@@ -192,6 +196,8 @@ class TrainSection:
     progress: bool = True
     stop_after_epochs: int | None = None
     unknown_calibration: float = 0.0
+    aux_image_only: float = 0.0
+    aux_clinical_only: float = 0.0
 
 
 def _preprocess_default() -> ImagePreprocessConfig:
@@ -296,6 +302,8 @@ def validate(cfg: TrainConfig) -> None:
     _at_least("train.min_delta", t.min_delta, 0.0)
     _at_least("train.n_boot", t.n_boot, 0)
     _at_least("train.unknown_calibration", t.unknown_calibration, 0.0)
+    _at_least("train.aux_image_only", t.aux_image_only, 0.0)
+    _at_least("train.aux_clinical_only", t.aux_clinical_only, 0.0)
     _choice("train.class_weights", t.class_weights, ("inverse", "none"))
     _choice("train.amp", t.amp, ("auto", "off", "bf16", "fp16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))

@@ -129,37 +129,82 @@ class Trainer:
         self.stopped_early = False
         self.last_val = None      # Predictions of the last validation pass
         self.calibration_weight = float(t.unknown_calibration)
-        if self.calibration_weight > 0:
-            if runtime.world_size > 1:
-                raise TrainingError("train.unknown_calibration is single-process only (it calls the model's "
-                                    "halves outside the DistributedDataParallel wrapper); set it to 0 with torchrun")
-            if not hasattr(getattr(self.core, "clinical_encoder", None), "unknown"):
-                raise TrainingError(f"train.unknown_calibration needs a model with clinical field tokens, not "
-                                    f"variant {getattr(self.core, 'variant', '?')!r}")
+        self.aux_image_weight = float(t.aux_image_only)
+        self.aux_clinical_weight = float(t.aux_clinical_only)
+        self.forward_in_halves = max(self.calibration_weight, self.aux_image_weight, self.aux_clinical_weight) > 0
+        variant = getattr(self.core, "variant", "?")
+        for key, weight in (("unknown_calibration", self.calibration_weight), ("aux_image_only", self.aux_image_weight),
+                            ("aux_clinical_only", self.aux_clinical_weight)):
+            if weight > 0 and runtime.world_size > 1:
+                raise TrainingError(f"train.{key} is single-process only (it calls the model's halves outside the "
+                                    "DistributedDataParallel wrapper); set it to 0 with torchrun")
+        if self.calibration_weight > 0 and not hasattr(getattr(self.core, "clinical_encoder", None), "unknown"):
+            raise TrainingError(f"train.unknown_calibration needs a model with clinical field tokens, not "
+                                f"variant {variant!r}")
+        if (self.aux_image_weight > 0 or self.aux_clinical_weight > 0) and \
+                not (self.core.uses_image and self.core.uses_clinical):
+            raise TrainingError(f"train.aux_image_only / train.aux_clinical_only need a model with both an image and "
+                                f"a clinical branch, not variant {variant!r}")
 
     # ------------------------------------------------------------------ one epoch
-    def _forward_with_calibration(self, batch: Any, present: torch.Tensor, missing: torch.Tensor
-                                  ) -> tuple[Any, torch.Tensor | None]:
-        """The training forward (the image encoded once) and the "unknown"-calibration loss of one field
-        (``train.unknown_calibration``): field j (drawn per step, seeded) is hidden in the rows where it is
-        known; loss = sum over classes of (mean p(entered) - mean p(hidden))^2 over those rows, the entered
-        side detached. None when no row has field j known."""
+    def _forward_in_halves(self, batch: Any, present: torch.Tensor, missing: torch.Tensor
+                           ) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+        """The training forward with the image encoded once and decoded up to three times:
+        (output, "unknown"-calibration loss or None, weighted unimodal auxiliary loss or None)."""
         core = self.core
         enc = core.encode_image(batch.images, batch.slice_mask, present, batch_size=len(batch)) \
             if core.uses_image else None
         out = core.decode(enc, batch.clin_values, missing, image_present=present)
+        calibration = self._calibration_loss(batch, present, missing, enc, out) \
+            if self.calibration_weight > 0 else None
+        aux = self._unimodal_loss(batch, present, missing, enc) \
+            if self.aux_image_weight > 0 or self.aux_clinical_weight > 0 else None
+        return out, calibration, aux
+
+    def _unimodal_loss(self, batch: Any, present: torch.Tensor, missing: torch.Tensor, enc: ImageEncoding
+                       ) -> torch.Tensor | None:
+        """Weighted cross-entropy of the same model's two unimodal predictions (``train.aux_image_only``,
+        ``train.aux_clinical_only``): the step's image encoding decoded with every clinical field unknown
+        (rows with an image), and the clinical rows decoded with the missing-image token (rows with at least
+        one known field). Both are predictions the model makes anyway (a case without clinical facts, a
+        case without an image); the losses keep each branch predictive on its own, so that the stronger
+        clinical branch does not leave the image branch under-trained (modality imbalance: Wang, Tran &
+        Feiszli 2020, "What makes training multi-modal classification networks hard?"). None if no row
+        qualifies."""
+        core, terms = self.core, []
+        rows = present.clone()
+        if self.aux_image_weight > 0 and bool(rows.any()):
+            sub = ImageEncoding(enc.tokens[rows], enc.slice_mask[rows], enc.image_present[rows], enc.grid, None)
+            unknown = torch.ones_like(missing[rows])
+            image_only = core.decode(sub, batch.clin_values[rows], unknown, image_present=present[rows])
+            terms.append(self.aux_image_weight * self._loss(image_only.logits, batch.labels[rows]))
+        rows = (~missing).any(1)
+        if self.aux_clinical_weight > 0 and bool(rows.any()):
+            n = int(rows.sum())
+            no_image = core.encode_image(None, batch_size=n)
+            clinical_only = core.decode(no_image, batch.clin_values[rows], missing[rows],
+                                        image_present=torch.zeros(n, dtype=torch.bool, device=present.device))
+            terms.append(self.aux_clinical_weight * self._loss(clinical_only.logits, batch.labels[rows]))
+        return torch.stack(terms).sum() if terms else None
+
+    def _calibration_loss(self, batch: Any, present: torch.Tensor, missing: torch.Tensor,
+                          enc: ImageEncoding | None, out: Any) -> torch.Tensor | None:
+        """The "unknown"-calibration loss of one field (``train.unknown_calibration``): field j (drawn per
+        step, seeded) is hidden in the rows where it is known; loss = sum over classes of (mean p(entered) -
+        mean p(hidden))^2 over those rows, the entered side detached. None when no row has field j known."""
+        core = self.core
         gen = torch.Generator().manual_seed(mix_seed(self.seed, self.step, 0xCA11B))
         j = int(torch.randint(missing.shape[1], (1,), generator=gen))
         rows = ~missing[:, j]
         if not bool(rows.any()):
-            return out, None
+            return None
         hidden = missing.clone()
         hidden[:, j] = True
         sub = None if enc is None else ImageEncoding(enc.tokens[rows].detach(), enc.slice_mask[rows],
                                                      enc.image_present[rows], enc.grid, None)
         out_j = core.decode(sub, batch.clin_values[rows], hidden[rows], image_present=present[rows])
         entered = torch.softmax(out.logits[rows].float(), dim=-1).detach().mean(0)
-        return out, ((entered - torch.softmax(out_j.logits.float(), dim=-1).mean(0)) ** 2).sum()
+        return ((entered - torch.softmax(out_j.logits.float(), dim=-1).mean(0)) ** 2).sum()
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
@@ -183,13 +228,14 @@ class Trainer:
             data_s += t0 - tick
             gen = torch.Generator().manual_seed(mix_seed(self.seed, self.step, 0x3A55))
             missing, present = self.core.simulate_missing(batch.clin_missing, batch.image_present, generator=gen)
-            calibration = None
+            calibration = aux = None
             with rt.autocast():
-                if self.calibration_weight > 0:
-                    out, calibration = self._forward_with_calibration(batch, present, missing)
+                if self.forward_in_halves:
+                    out, calibration, aux = self._forward_in_halves(batch, present, missing)
                 else:
                     out = model(batch.images, batch.slice_mask, present, batch.clin_values, missing)
             loss = self._loss(out.logits, batch.labels)
+            total = loss if aux is None else loss + aux
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite training loss at epoch {epoch}, step {self.step + 1}; lower "
                                     "optim.lr or check the inputs")
@@ -198,7 +244,7 @@ class Trainer:
                 unknown = self.core.clinical_encoder.unknown
                 (grad,) = torch.autograd.grad(self.calibration_weight * calibration, unknown)
                 unknown.grad = grad * (self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(total).backward()
             if clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
