@@ -57,6 +57,36 @@ def test_mr_zscore_over_foreground_with_recorded_percentiles():
     assert out.max() <= (hi - info["mean"]) / info["std"] + 1e-5    # the outlier was clipped
 
 
+def test_robust_mode_median_and_iqr_of_the_foreground_and_a_lesion_does_not_rescale_the_tissue():
+    arr, obj = _blob()
+    image = Image(arr, (0.8, 0.8, 3.0), meta={"Modality": "MR"})
+    out, record = ImagePreprocessor(ImagePreprocessConfig(intensity="robust", **NATIVE)).apply(image)
+    info = record.intensity
+    fg = arr > info["foreground"]["threshold"]
+    q25, med, q75 = np.percentile(arr[fg], (25, 50, 75))
+    assert info["mode"] == "robust" and info["median"] == pytest.approx(med) and info["iqr"] == pytest.approx(q75 - q25)
+    np.testing.assert_allclose(out, (arr - med) / (q75 - q25), rtol=1e-5, atol=1e-5)   # not clipped
+    # a bright "lesion" (2 % of the object, 3x its intensity) is added: the tissue away from it keeps its
+    # normalised values with "robust"; "zscore" and "percentile" rescale every voxel
+    lesion = np.zeros_like(obj)
+    zz, yy, xx = np.nonzero(obj)
+    centre = (zz.mean(), yy.mean(), xx.mean())
+    dist = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
+    keep = np.argsort(dist)[: int(0.02 * obj.sum())]
+    lesion[zz[keep], yy[keep], xx[keep]] = True
+    with_lesion = np.where(lesion, 900.0, arr).astype(np.float32)
+    tissue = obj & ~lesion
+    shift = {}
+    for mode in ("robust", "zscore", "percentile"):
+        cfg = ImagePreprocessConfig(intensity=mode, **NATIVE)
+        base, _ = ImagePreprocessor(cfg).apply(image)
+        new, _ = ImagePreprocessor(cfg).apply(Image(with_lesion, image.spacing, meta=image.meta))
+        spread = float(np.percentile(base[tissue], 75) - np.percentile(base[tissue], 25))
+        shift[mode] = float(np.median(np.abs(new[tissue] - base[tissue]))) / spread   # in tissue IQRs
+    assert shift["robust"] < 0.06
+    assert shift["zscore"] > 2 * shift["robust"] and shift["percentile"] > 2 * shift["robust"], shift
+
+
 def test_percentile_mode_clips_and_scales_to_unit_interval():
     arr, _ = _blob(shape=(1, 200, 160), inside=1500.0, outside=50.0, noise=100.0)
     image = Image(arr, (0.1, 0.1, 1.0), meta={"Modality": "MG"})

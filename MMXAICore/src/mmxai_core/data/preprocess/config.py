@@ -12,7 +12,7 @@ from typing import Any
 
 from mmxai_core.errors import PreprocessingError
 
-INTENSITY_MODES = ("auto", "window", "zscore", "percentile", "none")
+INTENSITY_MODES = ("auto", "window", "zscore", "robust", "percentile", "none")
 N4_MODES = ("auto", "on", "off")
 CROP_MODES = ("center", "foreground")
 LATERALITY_MODES = ("off", "auto", "meta_or_tissue", "tissue")
@@ -35,8 +35,10 @@ class ImagePreprocessConfig:
         n4_convergence_threshold: N4 convergence threshold.
         intensity: ``"auto"`` (CT -> window, MR -> zscore, anything else -> percentile), ``"window"``
             (CT centre/width -> [0, 1]), ``"zscore"`` (clip at ``clip_percentiles`` of the foreground,
-            then zero mean / unit std over the foreground), ``"percentile"`` (clip at
-            ``clip_percentiles`` of all voxels and scale to [0, 1]), ``"none"``.
+            then zero mean / unit std over the foreground), ``"robust"`` (minus the median, divided by the
+            interquartile range of the foreground; no clipping: a bright lesion of a few percent of the
+            foreground barely moves these statistics, so it does not rescale the rest of the image),
+            ``"percentile"`` (clip at ``clip_percentiles`` of all voxels and scale to [0, 1]), ``"none"``.
         window_center: CT window centre (HU).
         window_width: CT window width (HU), > 0.
         clip_percentiles: (low, high) percentiles in [0, 100], low < high.
