@@ -47,11 +47,14 @@ PROG = "mmxai-demo"
 #: mammogram (~160 x 128 mm); 4 mm slices keep 10-24 slices per MR series; N4 off (module docstring).
 #: One torch thread: single-thread training is bit-reproducible (two threads sum in a different order
 #: from run to run), so every `make demo` trains the same weights as the shipped demo model.
+#: ``train.aux_image_only=1``: the image-only prediction (every clinical field unknown) is trained alongside
+#: the multimodal one, so that the image branch learns the lesion although the clinical facts are learned
+#: first (README, "Heatmap localisation": test AUC 0.758 -> 0.892, pointing game 0.534 -> 0.707).
 DEMO_OVERRIDES: dict[str, str] = {
     "model.preset": "tiny", "preprocess.output_size_hw": "96,96", "preprocess.target_spacing_xy": "1.6,1.6",
     "preprocess.target_spacing_z": "4", "preprocess.n4": "off", "train.epochs": "30", "train.patience": "10",
     "train.batch_size": "8", "optim.lr": "1e-3", "train.threads": "1", "train.n_boot": "1000",
-    "train.progress": "false"}
+    "train.progress": "false", "train.aux_image_only": "1"}
 MAX_MODEL_BYTES = 10 * 2**20
 #: Test cases that get the costlier explanation metrics (sanity cascade, stability, faithfulness).
 XAI_SANITY_CASES = 16
