@@ -6,7 +6,8 @@ Research use, not for diagnosis.
 One optimiser step (:meth:`Trainer.train_epoch`)::
 
     batch -> model.simulate_missing(clin_missing, image_present, generator seeded by (seed, step))
-          -> autocast forward -> cross-entropy (class weights) -> (scaled) backward
+          -> autocast forward -> cross-entropy (class weights) [+ the weighted unimodal losses,
+             ``train.aux_image_only`` / ``train.aux_clinical_only``] -> (scaled) backward
           -> unscale + clip_grad_norm_(grad_clip) -> optimizer.step -> scaler.update -> schedule.step
 
 An epoch ends with :func:`~mmxai_core.train.predict.predict` on the validation set (loss with the same class
@@ -236,7 +237,7 @@ class Trainer:
                     out = model(batch.images, batch.slice_mask, present, batch.clin_values, missing)
             loss = self._loss(out.logits, batch.labels)
             total = loss if aux is None else loss + aux
-            if not torch.isfinite(loss):
+            if not torch.isfinite(total):
                 raise TrainingError(f"non-finite training loss at epoch {epoch}, step {self.step + 1}; lower "
                                     "optim.lr or check the inputs")
             self.optimizer.zero_grad(set_to_none=True)
