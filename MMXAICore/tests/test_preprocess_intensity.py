@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mmxai_core.data.image_preprocess import ImagePreprocessConfig, ImagePreprocessor
+from mmxai_core.errors import PreprocessingError
 from mmxai_core.io import Image
 
 NATIVE = dict(orientation=None, target_spacing_xy=None, output_size_hw=None, antialias=False, n4="off",
@@ -154,3 +155,12 @@ def test_antialias_smooths_only_downsampled_axes():
     assert sig[0] == pytest.approx(0.25 * 1.5) and sig[1] == 0.0 and sig[2] == 0.0
     assert "antialias" in record.steps and out.shape == (6, 64, 16)
     assert out.std() < 0.7            # white noise averaged over ~4 columns
+
+
+@pytest.mark.parametrize("mode", ["zscore", "robust"])
+def test_foreground_statistics_refuse_an_empty_foreground(mode):
+    arr, _ = _blob()
+    image = Image(arr, (0.8, 0.8, 3.0), meta={"Modality": "MR"})
+    cfg = ImagePreprocessConfig(intensity=mode, foreground_threshold=float(arr.max()) + 1.0, **NATIVE)
+    with pytest.raises(PreprocessingError, match=f"intensity {mode}: the foreground mask is \\(almost\\) empty"):
+        ImagePreprocessor(cfg).apply(image)

@@ -52,11 +52,7 @@ def normalise(array: np.ndarray, mode: str, percentiles: tuple[float, float], wi
         return out.astype(np.float32), {"mode": "window", "center": float(window_center),
                                         "width": float(window_width), "lo": lo, "hi": hi}
     if mode == "zscore":
-        fg = foreground()
-        values = a[fg]
-        if values.size < 2:
-            raise PreprocessingError("intensity zscore: the foreground mask is (almost) empty; "
-                                     "set foreground_threshold or use intensity 'percentile'")
+        values = _foreground_values(a, foreground, mode)
         clip_lo, clip_hi = (float(v) for v in np.percentile(values, percentiles))
         clipped = np.clip(values, clip_lo, clip_hi)
         mean, std = float(clipped.mean()), float(clipped.std())
@@ -67,11 +63,7 @@ def normalise(array: np.ndarray, mode: str, percentiles: tuple[float, float], wi
                                         "clip_lo": clip_lo, "clip_hi": clip_hi, "mean": mean, "std": std,
                                         "foreground_voxels": int(values.size)}
     if mode == "robust":
-        fg = foreground()
-        values = a[fg]
-        if values.size < 2:
-            raise PreprocessingError("intensity robust: the foreground mask is (almost) empty; "
-                                     "set foreground_threshold or use intensity 'percentile'")
+        values = _foreground_values(a, foreground, mode)
         q25, median, q75 = (float(v) for v in np.percentile(values, (25.0, 50.0, 75.0)))
         iqr = q75 - q25
         if not iqr > 0:
@@ -86,3 +78,12 @@ def normalise(array: np.ndarray, mode: str, percentiles: tuple[float, float], wi
         return out.astype(np.float32), {"mode": "percentile", "percentiles": list(percentiles),
                                         "lo": lo, "hi": hi}
     raise PreprocessingError(f"ImagePreprocessConfig.intensity: unknown mode {mode!r}")
+
+
+def _foreground_values(a: np.ndarray, foreground: Callable[[], np.ndarray], mode: str) -> np.ndarray:
+    """The values of ``a`` inside the foreground mask; a clear error when the mask is (almost) empty."""
+    values = a[foreground()]
+    if values.size < 2:
+        raise PreprocessingError(f"intensity {mode}: the foreground mask is (almost) empty; "
+                                 "set foreground_threshold or use intensity 'percentile'")
+    return values
