@@ -46,6 +46,13 @@ class ImageEncoding:
         atts = None if self.self_attentions is None else [grow(a) for a in self.self_attentions]
         return ImageEncoding(grow(self.tokens), grow(self.slice_mask), grow(self.image_present), self.grid, atts)
 
+    def select(self, rows: Tensor, detach: bool = False) -> "ImageEncoding":
+        """The cases ``rows`` ((B,) bool or indices) of this encoding, without self-attentions; ``detach``
+        cuts the tokens from the graph (no gradient reaches the image encoder through them)."""
+        tokens = self.tokens[rows]
+        return ImageEncoding(tokens.detach() if detach else tokens, self.slice_mask[rows], self.image_present[rows],
+                             self.grid, None)
+
 
 @dataclass
 class ModelOutput:

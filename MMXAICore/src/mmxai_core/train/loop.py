@@ -173,19 +173,14 @@ class Trainer:
         Feiszli 2020, "What makes training multi-modal classification networks hard?"). None if no row
         qualifies."""
         core, terms = self.core, []
-        rows = present.clone()
-        if self.aux_image_weight > 0 and bool(rows.any()):
-            sub = ImageEncoding(enc.tokens[rows], enc.slice_mask[rows], enc.image_present[rows], enc.grid, None)
-            unknown = torch.ones_like(missing[rows])
-            image_only = core.decode(sub, batch.clin_values[rows], unknown, image_present=present[rows])
-            terms.append(self.aux_image_weight * self._loss(image_only.logits, batch.labels[rows]))
-        rows = (~missing).any(1)
-        if self.aux_clinical_weight > 0 and bool(rows.any()):
-            n = int(rows.sum())
-            no_image = core.encode_image(None, batch_size=n)
-            clinical_only = core.decode(no_image, batch.clin_values[rows], missing[rows],
-                                        image_present=torch.zeros(n, dtype=torch.bool, device=present.device))
-            terms.append(self.aux_clinical_weight * self._loss(clinical_only.logits, batch.labels[rows]))
+        if self.aux_image_weight > 0 and bool(present.any()):
+            image_only = core.decode(enc.select(present), batch.clin_values[present],
+                                     torch.ones_like(missing[present]))
+            terms.append(self.aux_image_weight * self._loss(image_only.logits, batch.labels[present]))
+        known = (~missing).any(1)
+        if self.aux_clinical_weight > 0 and bool(known.any()):
+            clinical_only = core(clin_values=batch.clin_values[known], clin_missing=missing[known])
+            terms.append(self.aux_clinical_weight * self._loss(clinical_only.logits, batch.labels[known]))
         return torch.stack(terms).sum() if terms else None
 
     def _calibration_loss(self, batch: Any, present: torch.Tensor, missing: torch.Tensor,
@@ -201,8 +196,7 @@ class Trainer:
             return None
         hidden = missing.clone()
         hidden[:, j] = True
-        sub = None if enc is None else ImageEncoding(enc.tokens[rows].detach(), enc.slice_mask[rows],
-                                                     enc.image_present[rows], enc.grid, None)
+        sub = None if enc is None else enc.select(rows, detach=True)
         out_j = core.decode(sub, batch.clin_values[rows], hidden[rows], image_present=present[rows])
         entered = torch.softmax(out.logits[rows].float(), dim=-1).detach().mean(0)
         return ((entered - torch.softmax(out_j.logits.float(), dim=-1).mean(0)) ** 2).sum()
