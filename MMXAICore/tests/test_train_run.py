@@ -227,3 +227,23 @@ def test_unknown_calibration_moves_only_the_unknown_embeddings(cohort, tmp_path)
     assert changed == ["clinical_encoder.unknown"]
     with pytest.raises(Exception, match="train.unknown_calibration"):
         resolve_config(None, {**COMMON, "train.unknown_calibration": "-1"})
+
+
+def test_unknown_refit_moves_only_the_unknown_embeddings_and_is_recorded(cohort, tmp_path):
+    """``train.unknown_refit`` after training: the released weights differ from the plain run's only in the
+    clinical "unknown" embeddings, and the checkpoint says how the refit went."""
+    weights, meta = {}, {}
+    for name, passes in (("plain", "0"), ("refit", "2")):
+        cfg = resolve_config(None, {**COMMON, "train.epochs": "1", "train.n_boot": "0",
+                                    "train.unknown_refit": passes})
+        run_training(cfg, cohort / "manifest.csv", cohort / "schema.yaml", tmp_path / name)
+        weights[name] = load_file(str(tmp_path / name / "checkpoint" / "weights.safetensors"))
+        meta[name] = json.loads((tmp_path / name / "checkpoint" / "metadata.json").read_text())
+    changed = [k for k in weights["plain"] if not torch.equal(weights["plain"][k], weights["refit"][k])]
+    assert changed == ["clinical_encoder.unknown"]
+    assert "unknown_refit" not in meta["plain"]["training"]
+    report = meta["refit"]["training"]["unknown_refit"]
+    assert report["passes"] == 2 and report["rows"] > 0
+    assert report["loss_last_pass"] <= report["loss_first_pass"]
+    with pytest.raises(Exception, match="train.unknown_refit"):
+        resolve_config(None, {**COMMON, "train.unknown_refit": "-1"})

@@ -24,6 +24,7 @@ Shapes: one case is ``image`` (S, 1, H, W) float32 with S its number of slices (
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -311,6 +312,12 @@ class MultimodalDataset(Dataset):
             return LoadStats()
         first = dict(zip(reversed(self.paths), reversed(self.names)))  # a shared image: its first row
         return self.store.load(self.paths, names=first, workers=workers, progress=progress)
+
+    def without_augmentation(self) -> "MultimodalDataset":
+        """The same cases (sharing every array) as seen at evaluation: no augmentation."""
+        view = copy.copy(self)
+        view.augmenter = None
+        return view
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (call before iterating each epoch)."""

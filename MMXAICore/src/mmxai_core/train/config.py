@@ -177,6 +177,11 @@ class TrainSection:
     single process only): the step's image encoding decoded with every clinical field unknown, and the
     clinical values decoded with the missing-image token (:meth:`Trainer._unimodal_loss`). Why: the clinical
     facts are learned first and the image branch stays weak otherwise (README, "Explanation quality").
+    unknown_refit: passes over the training cases of the refit of the clinical "unknown" embeddings after
+    training (0 = off, the default; single process only; :mod:`mmxai_core.train.unknown_refit`): only those
+    embeddings move, so that hiding a field changes the prediction by the field's contribution averaged over
+    the training cases, in every coalition of the other fields. Why: the Shapley values (removal = unknown)
+    then report what the model does with a field's value, not an "entered vs unknown" offset.
     """
 
     epochs: int = 30
@@ -198,6 +203,7 @@ class TrainSection:
     unknown_calibration: float = 0.0
     aux_image_only: float = 0.0
     aux_clinical_only: float = 0.0
+    unknown_refit: int = 0
 
 
 def _preprocess_default() -> ImagePreprocessConfig:
@@ -304,6 +310,7 @@ def validate(cfg: TrainConfig) -> None:
     _at_least("train.unknown_calibration", t.unknown_calibration, 0.0)
     _at_least("train.aux_image_only", t.aux_image_only, 0.0)
     _at_least("train.aux_clinical_only", t.aux_clinical_only, 0.0)
+    _at_least("train.unknown_refit", t.unknown_refit, 0)
     _choice("train.class_weights", t.class_weights, ("inverse", "none"))
     _choice("train.amp", t.amp, ("auto", "off", "bf16", "fp16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda", "mps"))

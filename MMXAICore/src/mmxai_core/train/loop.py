@@ -135,13 +135,13 @@ class Trainer:
         self.forward_in_halves = max(self.calibration_weight, self.aux_image_weight, self.aux_clinical_weight) > 0
         variant = getattr(self.core, "variant", "?")
         for key, weight in (("unknown_calibration", self.calibration_weight), ("aux_image_only", self.aux_image_weight),
-                            ("aux_clinical_only", self.aux_clinical_weight)):
+                            ("aux_clinical_only", self.aux_clinical_weight), ("unknown_refit", t.unknown_refit)):
             if weight > 0 and runtime.world_size > 1:
                 raise TrainingError(f"train.{key} is single-process only (it calls the model's halves outside the "
                                     "DistributedDataParallel wrapper); set it to 0 with torchrun")
-        if self.calibration_weight > 0 and not hasattr(getattr(self.core, "clinical_encoder", None), "unknown"):
-            raise TrainingError(f"train.unknown_calibration needs a model with clinical field tokens, not "
-                                f"variant {variant!r}")
+        for key, weight in (("unknown_calibration", self.calibration_weight), ("unknown_refit", t.unknown_refit)):
+            if weight > 0 and not hasattr(getattr(self.core, "clinical_encoder", None), "unknown"):
+                raise TrainingError(f"train.{key} needs a model with clinical field tokens, not variant {variant!r}")
         if (self.aux_image_weight > 0 or self.aux_clinical_weight > 0) and \
                 not (self.core.uses_image and self.core.uses_clinical):
             raise TrainingError(f"train.aux_image_only / train.aux_clinical_only need a model with both an image and "

@@ -450,6 +450,20 @@ def cam_scale_entry(model: Any, dataset: Any, batch_size: int = 4, percentile: f
     return entry
 
 
+def _refit_unknown(cfg, rt, model, train_set, say) -> dict[str, Any]:
+    """``train.unknown_refit``: refit the clinical "unknown" embeddings on the training cases (no
+    augmentation) after the released weights are restored; the report goes into the checkpoint."""
+    from mmxai_core.train.unknown_refit import refit_unknown
+
+    passes = cfg.train.unknown_refit
+    report = refit_unknown(model, train_set.without_augmentation(), passes, batch_size=cfg.train.eval_batch_size,
+                           seed=cfg.train.seed, device=rt.device)
+    say(f"'unknown' embeddings refitted on {report['rows']} (case, field) rows x {passes} pass(es): loss "
+        f"{report['loss_first_pass']:.4f} (first pass) -> {report['loss_last_pass']:.4f} (last) in "
+        f"{report['seconds']:.1f} s")
+    return report
+
+
 def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, index, digests, cohort, identity,
             run_info, say) -> RunResult:
     from mmxai_core.model import save_checkpoint
@@ -462,6 +476,7 @@ def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, ind
     model = trainer.core
     model.load_state_dict(trainer.final_weights(), strict=True)
     bs, workers = cfg.train.eval_batch_size, cfg.data.loader_workers
+    refit = _refit_unknown(cfg, rt, model, datasets["train"], say) if cfg.train.unknown_refit > 0 else None
     preds = {s: predict(model, datasets[s], rt, bs, workers) for s in ("val", "test")}
     binary = len(classes) == 2
     if binary:
@@ -504,7 +519,8 @@ def _finish(cfg, rt, folder, trainer, datasets, clinical, classes, manifest, ind
                      "best_epoch": trainer.best_epoch, "best_val_loss": trainer.stopper.best,
                      "stopped_early": trainer.stopped_early, "released_weights": "best validation loss"
                      if cfg.train.restore_best else "last epoch", "device": str(rt.device),
-                     "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype]},
+                     "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype],
+                     **({} if refit is None else {"unknown_refit": refit})},
         "metrics": metrics,
         "versions": package_versions(),
     }
