@@ -167,3 +167,23 @@ def test_shipped_demo_model_loads_and_names_no_patient():
     assert "manifest.csv" not in text
     assert loaded.metadata["explain"]["cam_scale"] > 0
     assert "mmxai_core.demo" in loaded.metadata["provenance"]["made_by"]
+
+
+def test_shipped_demo_model_was_trained_with_the_demo_configuration():
+    """The shipped checkpoint is what ``make demo`` trains: every key the demo sets has the demo's value in
+    the checkpoint's resolved training config (a changed demo configuration needs a re-exported model)."""
+    from pathlib import Path
+
+    from mmxai_core.demo import DEMO_OVERRIDES
+    from mmxai_core.train.config import resolve_config
+    from mmxai_core.train.predict import load_run_checkpoint
+
+    folder = Path(__file__).resolve().parents[2] / "MMXAISlicer" / "Resources" / "DemoModel"
+    if not (folder / "metadata.json").is_file():
+        pytest.skip("the demo model is not shipped in this checkout")
+    shipped = load_run_checkpoint(folder).metadata["training"]
+    expected = resolve_config(None, DEMO_OVERRIDES).to_dict()
+    for key in DEMO_OVERRIDES:
+        section, name = key.split(".", 1)
+        assert shipped["config"][section][name] == expected[section][name], key
+    assert ("unknown_refit" in shipped) == (expected["train"]["unknown_refit"] > 0)

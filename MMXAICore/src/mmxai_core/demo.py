@@ -54,7 +54,7 @@ DEMO_OVERRIDES: dict[str, str] = {
     "model.preset": "tiny", "preprocess.output_size_hw": "96,96", "preprocess.target_spacing_xy": "1.6,1.6",
     "preprocess.target_spacing_z": "4", "preprocess.n4": "off", "train.epochs": "30", "train.patience": "10",
     "train.batch_size": "8", "optim.lr": "1e-3", "train.threads": "1", "train.n_boot": "1000",
-    "train.progress": "false", "train.aux_image_only": "1"}
+    "train.progress": "false", "train.aux_image_only": "1", "train.unknown_refit": "3"}
 MAX_MODEL_BYTES = 10 * 2**20
 #: Test cases that get the costlier explanation metrics (sanity cascade, stability, faithfulness).
 XAI_SANITY_CASES = 16
