@@ -125,3 +125,19 @@ def test_refit_is_deterministic_and_refuses_a_model_without_field_tokens():
         refit_unknown(image_only, data, passes=1)
     with pytest.raises(ValueError, match="passes"):
         refit_unknown(a, data, passes=0)
+
+
+@pytest.mark.parametrize("variant", ["concat", "clinical_only"])
+def test_refit_works_for_every_variant_with_field_tokens(variant):
+    """The other variants with a clinical tokenizer (no image encoder in ``clinical_only``): the refit runs
+    and moves only the "unknown" embeddings."""
+    cfg = model_config("tiny", clinical_fields=FIELDS, embed_dim=32, depth=1, mil_hidden=16, image_size=64,
+                       variant=variant)
+    model = create_model(cfg, seed=0)
+    with torch.no_grad():
+        model.clinical_encoder.unknown.add_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = refit_unknown(model, _Cases(8), passes=2, batch_size=4)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["clinical_encoder.unknown"]
+    assert report["loss_last_pass"] < report["loss_first_pass"]
