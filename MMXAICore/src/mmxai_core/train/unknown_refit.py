@@ -21,14 +21,15 @@ unknown), the loss is
 (binary: half the squared change of the log-odds), the entered side detached; the gradient of a row about
 field f reaches field f's embedding only (the other fields hidden by its coalition are unknown on both
 sides of the difference; letting them learn from it would pull them towards whatever makes *f*'s
-difference small, not their own). The minimiser makes hiding a
-field the model ignores change nothing in any coalition (its Shapley value becomes 0), and for a field whose
-contribution to the log-odds is additive it is that contribution averaged over the training rows, so the
-Shapley values become those of the marginal ("interventional") game over the training cases. Only the
-"unknown" embeddings move: predictions with every field entered do not change (tested).
+difference small, not their own). The minimiser makes hiding a field the model ignores change nothing in
+any coalition (its Shapley value becomes 0), and for a field whose contribution to the log-odds is additive
+it is that contribution averaged over the training rows, so the Shapley values become those of the
+marginal ("interventional") game over the training cases. Only the "unknown" embeddings move: predictions
+with every field entered do not change (tested).
 
-Cost: per pass, one image-encoder forward per training case (no backward) and ``STEPS_PER_BATCH`` decodes
-of F x batch rows (fusion and head only); memory is one batch.
+Cost: per pass, one image-encoder forward per training case (no backward) and, ``STEPS_PER_BATCH`` times
+per batch, two decodes (entered, unknown; fusion and head only) of the batch's (case, field) rows, one field
+at a time; memory is one batch. The demo: 3 passes over 333 training cases in about 2.5 min on one thread.
 """
 
 from __future__ import annotations
