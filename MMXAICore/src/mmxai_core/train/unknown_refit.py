@@ -41,6 +41,7 @@ from typing import Any, Callable
 import torch
 
 from mmxai_core.data.dataset import EpochSampler, make_loader, mix_seed
+from mmxai_core.explain.value_function import eval_mode
 
 STEPS_PER_BATCH = 4
 """Coalition draws (optimiser steps) per batch and pass; the image is encoded once per batch and pass."""
@@ -97,6 +98,30 @@ def _field_gradients(model: torch.nn.Module, unknown: torch.nn.Parameter, enc: A
     return total
 
 
+def _one_pass(model: torch.nn.Module, unknown: torch.nn.Parameter, loader: Any, optimizer: Any, schedule: Any,
+              seed: int, done: int, device: torch.device | str) -> tuple[float, int, int]:
+    """One pass over the loader: each batch encoded once, then ``STEPS_PER_BATCH`` coalition draws, one
+    optimiser step each. Returns (summed loss, rows, steps taken)."""
+    total, count, steps = 0.0, 0, 0
+    for i, batch in enumerate(loader):
+        batch = batch.to(device)
+        missing = batch.clin_missing.to(torch.bool).cpu()
+        with torch.no_grad():
+            enc = model.encode_image(batch.images, batch.slice_mask, batch.image_present,
+                                     batch_size=len(batch)) if model.uses_image else None
+        for step in range(STEPS_PER_BATCH):
+            gen = torch.Generator().manual_seed(mix_seed(seed, done, i, step, 0x0B1F))
+            drawn = [t.to(device) for t in coalition_rows(missing, gen)]
+            if drawn[0].numel() == 0:
+                continue
+            total += _field_gradients(model, unknown, enc, batch, *drawn)
+            optimizer.step()
+            schedule.step()
+            steps += 1
+            count += drawn[0].numel()
+    return total, count, steps
+
+
 def refit_unknown(model: torch.nn.Module, dataset: Any, passes: int, *, batch_size: int = 16, seed: int = 0,
                   device: torch.device | str = "cpu",
                   progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
@@ -120,13 +145,8 @@ def refit_unknown(model: torch.nn.Module, dataset: Any, passes: int, *, batch_si
     if passes < 1:
         raise ValueError(f"unknown refit: passes must be >= 1, got {passes}")
     start = time.perf_counter()
-    was_training = model.training
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
     before = unknown.detach().clone()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    unknown.requires_grad_(True)
+    # only ``unknown`` gets gradients (torch.autograd.grad with it as the one input), and only it is optimised
     optimizer = torch.optim.Adam([unknown], lr=LEARNING_RATE)
     loader = make_loader(dataset, batch_size, EpochSampler(len(dataset), seed=seed, shuffle=True))
     total_steps = passes * len(loader) * STEPS_PER_BATCH
@@ -135,35 +155,14 @@ def refit_unknown(model: torch.nn.Module, dataset: Any, passes: int, *, batch_si
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps)))
     losses, rows, steps = [], 0, 0
-    try:
+    with eval_mode(model):
         for done in range(1, passes + 1):
             loader.sampler.set_epoch(done)
-            total, count = 0.0, 0
-            for i, batch in enumerate(loader):
-                batch = batch.to(device)
-                missing = batch.clin_missing.to(torch.bool)
-                with torch.no_grad():
-                    enc = model.encode_image(batch.images, batch.slice_mask, batch.image_present,
-                                             batch_size=len(batch)) if model.uses_image else None
-                for step in range(STEPS_PER_BATCH):
-                    gen = torch.Generator().manual_seed(mix_seed(seed, done, i, step, 0x0B1F))
-                    drawn = [t.to(device) for t in coalition_rows(missing.cpu(), gen)]
-                    if drawn[0].numel() == 0:
-                        continue
-                    loss = _field_gradients(model, unknown, enc, batch, *drawn)
-                    optimizer.step()
-                    schedule.step()
-                    steps += 1
-                    total += loss
-                    count += drawn[0].numel()
+            total, count, taken = _one_pass(model, unknown, loader, optimizer, schedule, seed, done, device)
             losses.append(total / max(count, 1))
-            rows = count // STEPS_PER_BATCH
+            rows, steps = count // STEPS_PER_BATCH, steps + taken
             if progress is not None:
                 progress(done, losses[-1])
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
-        model.train(was_training)
     return {"passes": int(passes), "steps": steps, "steps_per_batch": STEPS_PER_BATCH, "lr": LEARNING_RATE,
             "rows": rows, "loss_first_pass": losses[0], "loss_last_pass": losses[-1],
             "unknown_change": [round(float(v), 6) for v in (unknown.detach() - before).norm(dim=1).cpu()],
