@@ -22,7 +22,8 @@ Steps (each prints what it did and how long it took):
 Budget: the whole demo in about 18 minutes on 2 CPU cores (training 16 of them, on one thread: README).
 N4 bias-field correction is off for the synthetic cohort: its MR bias field is a smooth +-12 % (1 SD)
 multiplicative field that the intensity normalisation and the model absorb, while N4 costs ~1.5-1.9 s per MR
-series (~5-6 min for the 200 series of the default cohort on this machine) against ~0.07 s without. Real MR data keeps ``preprocess.n4=auto``.
+series (~5-6 min for the 200 series of the default cohort on this machine) against ~0.07 s without. Real MR
+data keeps ``preprocess.n4=auto``.
 """
 
 from __future__ import annotations

@@ -82,9 +82,9 @@ def ranking_rate(n_train: int, reps: int, n_test: int = 2000, seed: int = 0, c: 
         raise ValueError(f"need n_train >= 20, reps >= 1, n_test >= 1; got {n_train}, {reps}, {n_test}")
     informative, noise = list(label_model.CLINICAL_COEFS), list(synth_fields.NOISE_FIELDS)
     met, weakest = 0, {name: 0 for name in informative}
+    n = n_train + n_test
     for rep in range(reps):
         rng = np.random.default_rng([seed, rep])
-        n = n_train + n_test
         values = synth_fields.sample_clinical(rng, n)
         score = rng.standard_normal(n)
         labels = rng.random(n) < label_model.sigmoid(label_model.logit(score, values))
